@@ -1,0 +1,1 @@
+"""Launch: config composition, the `sacae` CLI, the serial and distributed training loops."""

@@ -1,0 +1,144 @@
+"""The config tree: each package owns its section, this module composes them and holds the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actors.config import ActorConfig, EnvConfig
+from learner.config import LearnerConfig, require
+from replay.config import ReplayConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The run: its length, topology, where it writes and how often it evaluates and saves."""
+
+    seed: int = 0
+    """Run seed; env seeds derive from it and the actor index."""
+    total_env_frames: int = 2_000_000
+    """Stop after this many env frames (agent steps times action repeat)."""
+    run_dir: str = ""
+    """Run directory; empty means runs/<date>-<time>."""
+    address: str = "local"
+    """Ray address: 'local' starts a Ray instance on this machine bound to 127.0.0.1; anything else joins that cluster (e.g. 'auto' or 'HOST:6379')."""
+    num_cpus: int = 0
+    """CPUs given to a local Ray instance; 0 means all cores."""
+    require_gpu: bool = False
+    """Fail at start when no GPU is available instead of learning on the CPU."""
+    weights_publish_every: int = 100
+    """Learner updates between policy weight broadcasts."""
+    eval_every_frames: int = 40_000
+    """Env frames between evaluations (10k agent steps at action repeat 4)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, each on a fresh track."""
+    eval_video: bool = True
+    """Record a video of the first evaluation episode."""
+    checkpoint_every_updates: int = 10_000
+    """Learner updates between checkpoints (one is also written on exit)."""
+    snapshot_replay: bool = False
+    """Also save replay snapshots with each checkpoint (large: about 21 KB per transition)."""
+    log_every_s: float = 10.0
+    """Seconds between metric rows in the run directory."""
+    progress_bar: bool = True
+    """Show a progress bar in the console."""
+    max_actor_restarts: int = 100
+    """Restarts of crashed rollout actors before the run gives up."""
+    remote_timeout_s: float = 300.0
+    """Longest wait on any remote call before the run reports it as hung."""
+
+    def __post_init__(self) -> None:
+        require(self.total_env_frames >= 1, "run.total_env_frames", self.total_env_frames, ">= 1")
+        require(self.num_cpus >= 0, "run.num_cpus", self.num_cpus, ">= 0 (0 = all cores)")
+        require(bool(self.address), "run.address", self.address, "'local', 'auto' or HOST:PORT")
+        require(self.weights_publish_every >= 1, "run.weights_publish_every", self.weights_publish_every, ">= 1")
+        require(self.eval_every_frames >= 0, "run.eval_every_frames", self.eval_every_frames, ">= 0 (0 = off)")
+        require(self.eval_episodes >= 1, "run.eval_episodes", self.eval_episodes, ">= 1")
+        require(self.checkpoint_every_updates >= 1, "run.checkpoint_every_updates", self.checkpoint_every_updates, ">= 1")
+        require(self.log_every_s > 0, "run.log_every_s", self.log_every_s, "> 0")
+        require(self.max_actor_restarts >= 0, "run.max_actor_restarts", self.max_actor_restarts, ">= 0")
+        require(self.remote_timeout_s > 0, "run.remote_timeout_s", self.remote_timeout_s, "> 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SAC-AE on CarRacing-v3: every setting of a run."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        require(
+            self.replay.min_size >= self.learner.batch_size,
+            "replay.min_size",
+            self.replay.min_size,
+            f">= learner.batch_size ({self.learner.batch_size})",
+        )
+
+    @property
+    def samples_per_insert(self) -> float:
+        """Target sampled transitions per inserted transition: one update of a batch per agent step."""
+        return self.learner.batch_size * self.learner.updates_per_step
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / "config.json"
+        path.write_text(self.to_json() + "\n")
+        return path
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """Rebuild a TrainConfig from `dataclasses.asdict` output (e.g. a run's config.json)."""
+    sections = {}
+    for f in dataclasses.fields(TrainConfig):
+        cls = {"env": EnvConfig, "actor": ActorConfig, "replay": ReplayConfig, "learner": LearnerConfig, "run": RunConfig}[f.name]
+        raw = dict(data.get(f.name, {}))
+        known = {g.name for g in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        require(not unknown, f.name, unknown, f"only the fields of {cls.__name__}")
+        if "crop" in raw:
+            raw["crop"] = tuple(raw["crop"])
+        sections[f.name] = cls(**raw)
+    return TrainConfig(**sections)
+
+
+def load_config(path: Path) -> TrainConfig:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise FileNotFoundError(f"cannot read config {path}: {err}") from err
+    return config_from_dict(data)
+
+
+def carracing() -> TrainConfig:
+    """The default: the SAC-AE recipe adapted to CarRacing (84x84 crop, 3 frames, action repeat 4)."""
+    return TrainConfig()
+
+
+def smoke() -> TrainConfig:
+    """Tiny networks and short everything: runs in seconds on a CPU, for tests and a first look."""
+    return TrainConfig(
+        env=EnvConfig(),
+        actor=ActorConfig(num_actors=2, envs_per_actor=1, seed_steps=64, weights_poll_every=10, chunk_steps=8),
+        replay=ReplayConfig(capacity=4000, num_shards=2, min_size=64, rate_tolerance=32, prefetch=2),
+        learner=LearnerConfig(batch_size=16, latent_dim=16, num_filters=8, hidden_dim=64),
+        run=RunConfig(
+            total_env_frames=2000,
+            num_cpus=4,
+            weights_publish_every=10,
+            eval_every_frames=1000,
+            eval_episodes=1,
+            checkpoint_every_updates=100,
+            log_every_s=1.0,
+        ),
+    )
+
+
+PRESETS = {"carracing": carracing, "smoke": smoke}

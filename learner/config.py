@@ -1,0 +1,110 @@
+"""Learner configuration: the SAC-AE recipe of the authors' `train.py` (see docs/deviations.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range; the message names the field and the fix."""
+
+
+def require(ok: bool, field: str, value: object, allowed: str) -> None:
+    """Raise ConfigError naming `field` when `ok` is false."""
+    if not ok:
+        raise ConfigError(f"config field `{field}` = {value!r} is invalid: allowed {allowed}")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """SAC-AE learner: networks, optimisers and the update schedule."""
+
+    batch_size: int = 128
+    """Transitions per gradient update."""
+    gamma: float = 0.99
+    """Discount factor."""
+    latent_dim: int = 50
+    """Size of the encoder's output feature (after Linear, LayerNorm, tanh)."""
+    num_filters: int = 32
+    """Channels of every conv layer of the encoder and decoder."""
+    num_conv_layers: int = 4
+    """Conv layers of the encoder (the first has stride 2, the others stride 1)."""
+    hidden_dim: int = 1024
+    """Width of the two hidden layers of the policy and of each Q head."""
+    log_std_min: float = -10.0
+    """Lower bound of the policy's log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper bound of the policy's log standard deviation."""
+    init_temperature: float = 0.1
+    """Initial entropy temperature alpha."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critic (Q heads and the encoder it trains)."""
+    critic_beta: float = 0.9
+    """Adam beta1 of the critic."""
+    policy_lr: float = 1e-3
+    """Adam learning rate of the policy (its MLP and its own Linear+LayerNorm head)."""
+    policy_beta: float = 0.9
+    """Adam beta1 of the policy."""
+    encoder_lr: float = 1e-3
+    """Adam learning rate of the encoder under the reconstruction loss."""
+    decoder_lr: float = 1e-3
+    """Adam learning rate of the decoder."""
+    alpha_lr: float = 1e-4
+    """Adam learning rate of log_alpha."""
+    alpha_beta: float = 0.5
+    """Adam beta1 of log_alpha."""
+    critic_tau: float = 0.01
+    """Soft-update rate of the target Q heads."""
+    encoder_tau: float = 0.05
+    """Soft-update rate of the target critic's encoder."""
+    policy_update_every: int = 2
+    """Update the policy and alpha every this many updates."""
+    target_update_every: int = 2
+    """Soft-update the target critic every this many updates."""
+    decoder_update_every: int = 1
+    """Take a reconstruction step every this many updates."""
+    decoder_latent_lambda: float = 1e-6
+    """Weight of the latent penalty mean(0.5*||z||^2) in the reconstruction loss."""
+    decoder_weight_decay: float = 1e-7
+    """L2 weight decay of the decoder (decoder parameters only)."""
+    updates_per_step: float = 1.0
+    """Gradient updates per agent step; the replay rate limiter holds samples per insert at batch_size times this."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the learner runs: auto picks CUDA when present, else the CPU."""
+    channels_last: bool = True
+    """Use the channels-last memory format for the conv trunk (faster with oneDNN and cuDNN)."""
+    compile: bool = False
+    """CUDA only: torch.compile the networks."""
+    bf16: bool = False
+    """CUDA only: bf16 autocast for forward passes (changes numerics slightly)."""
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "learner.batch_size", self.batch_size, ">= 1")
+        require(0.0 < self.gamma <= 1.0, "learner.gamma", self.gamma, "in (0, 1]")
+        require(self.latent_dim >= 1, "learner.latent_dim", self.latent_dim, ">= 1")
+        require(self.num_filters >= 1, "learner.num_filters", self.num_filters, ">= 1")
+        require(self.num_conv_layers >= 1, "learner.num_conv_layers", self.num_conv_layers, ">= 1")
+        require(self.hidden_dim >= 1, "learner.hidden_dim", self.hidden_dim, ">= 1")
+        require(
+            self.log_std_min < self.log_std_max,
+            "learner.log_std_min",
+            self.log_std_min,
+            f"< learner.log_std_max ({self.log_std_max})",
+        )
+        require(self.init_temperature > 0, "learner.init_temperature", self.init_temperature, "> 0")
+        for name in ("critic_lr", "policy_lr", "encoder_lr", "decoder_lr", "alpha_lr"):
+            value = getattr(self, name)
+            require(value > 0, f"learner.{name}", value, "> 0")
+        for name in ("critic_beta", "policy_beta", "alpha_beta"):
+            value = getattr(self, name)
+            require(0.0 <= value < 1.0, f"learner.{name}", value, "in [0, 1)")
+        for name in ("critic_tau", "encoder_tau"):
+            value = getattr(self, name)
+            require(0.0 < value <= 1.0, f"learner.{name}", value, "in (0, 1]")
+        for name in ("policy_update_every", "target_update_every", "decoder_update_every"):
+            value = getattr(self, name)
+            require(value >= 1, f"learner.{name}", value, ">= 1")
+        require(self.decoder_latent_lambda >= 0, "learner.decoder_latent_lambda", self.decoder_latent_lambda, ">= 0")
+        require(self.decoder_weight_decay >= 0, "learner.decoder_weight_decay", self.decoder_weight_decay, ">= 0")
+        require(self.updates_per_step > 0, "learner.updates_per_step", self.updates_per_step, "> 0")
