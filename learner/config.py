@@ -73,7 +73,7 @@ class LearnerConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the learner runs: auto picks CUDA when present, else the CPU."""
     channels_last: bool = True
-    """Use the channels-last memory format for the conv trunk (faster with oneDNN and cuDNN)."""
+    """CUDA only: channels-last memory format for the convs (measured slower on CPU, so not used there)."""
     compile: bool = False
     """CUDA only: torch.compile the networks."""
     bf16: bool = False
