@@ -245,6 +245,8 @@ class SacAeLearner:
             "decoder_opt": self.decoder_opt.state_dict(),
             "updates": self.updates,
             "weights_version": self.weights_version,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "obs_shape": self.obs_shape,
             "action_dim": self.action_dim,
         }
@@ -262,3 +264,6 @@ class SacAeLearner:
             getattr(self, name).load_state_dict(state[name])
         self.updates = int(state["updates"])
         self.weights_version = int(state["weights_version"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
