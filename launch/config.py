@@ -22,6 +22,8 @@ class RunConfig:
     """Stop after this many env frames (agent steps times action repeat)."""
     run_dir: str = ""
     """Run directory; empty means runs/<date>-<time>."""
+    serial: bool = False
+    """Run the learner, one collector and the replay in this process without Ray (the debugging reference)."""
     address: str = "local"
     """Ray address: 'local' starts a Ray instance on this machine bound to 127.0.0.1; anything else joins that cluster (e.g. 'auto' or 'HOST:6379')."""
     num_cpus: int = 0

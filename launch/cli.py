@@ -1,0 +1,96 @@
+"""The `sacae` command: train, eval and bench.
+
+    sacae train [--preset carracing|smoke] [--resume RUN_DIR] [--learner.batch-size 64 ...]
+    sacae eval --checkpoint PATH [--episodes 100] [--video PATH]
+    sacae bench {learner,env,replay,scaling} [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import tyro
+
+from launch.config import PRESETS, TrainConfig, load_config
+from learner.config import ConfigError
+
+USAGE = "usage: sacae {train,eval,bench} [--help]"
+
+
+def parse_train_args(argv: list[str]) -> tuple[TrainConfig, Path | None]:
+    """A preset (or a resumed run's saved config) as the defaults, then tyro's field overrides."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default="carracing")
+    pre.add_argument("--resume", type=Path, default=None)
+    known, rest = pre.parse_known_args(argv)
+    if known.resume is not None:
+        config_path = known.resume / "config.json"
+        if not config_path.is_file():
+            raise SystemExit(
+                f"error: --resume {known.resume}: no config.json there; pass the run directory that a "
+                "previous `sacae train` created (it holds config.json and checkpoints/)"
+            )
+        default = load_config(config_path)
+    else:
+        default = PRESETS[known.preset]()
+    description = (
+        "Train SAC-AE on CarRacing-v3. --preset {carracing,smoke} picks the defaults (carracing); "
+        "--resume RUN_DIR continues a run with its saved config."
+    )
+    cfg = tyro.cli(TrainConfig, default=default, args=rest, description=description)
+    return cfg, known.resume
+
+
+def cmd_train(argv: list[str]) -> int:
+    cfg, resume = parse_train_args(argv)
+    if cfg.run.serial:
+        from launch.serial import train_serial
+
+        train_serial(cfg, resume=resume)
+    else:
+        from launch.train import train
+
+        train(cfg, resume=resume)
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from launch.evaluate_cli import main as eval_main
+
+    eval_main(argv)
+    return 0
+
+
+def cmd_bench(argv: list[str]) -> int:
+    benches = {
+        "learner": "learner.bench",
+        "env": "actors.bench",
+        "replay": "replay.bench",
+        "scaling": "launch.bench_scaling",
+    }
+    if not argv or argv[0] not in benches:
+        print(f"usage: sacae bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
+        return 2
+    import importlib
+
+    importlib.import_module(benches[argv[0]]).main(argv[1:])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench}
+    if not argv or argv[0] not in commands:
+        print(USAGE, file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        return commands[argv[0]](argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
