@@ -1,0 +1,154 @@
+"""Env-side throughput on one core: stock CarRacing-v3 against the pixel pipeline.
+
+    python -m actors.bench --seconds 10 --action-repeat 4
+
+prints one JSON line. Frame rates count env frames (agent steps x action repeat), resets included
+in the time; the variants run in alternating slices. Not a test: the figures depend on the
+machine and its load. A further variant is one more `Throughput` in `env_bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+
+from actors.config import EnvConfig
+from actors.env import make_env
+
+StepFn = Callable[[], tuple[int, bool]]
+
+
+class Throughput:
+    """Env frames/s of one variant, measured in time slices that keep its episode going.
+
+    `step_fn()` returns (env frames stepped, episode over); `reset_fn()` starts an episode. The
+    first reset is outside the clock; later resets count as time without frames.
+    """
+
+    def __init__(self, step_fn: StepFn, reset_fn: Callable[[], None]) -> None:
+        self.step_fn = step_fn
+        self.reset_fn = reset_fn
+        self.frames = 0
+        self.elapsed_s = 0.0
+        self._started = False
+
+    def run(self, seconds: float) -> None:
+        if not self._started:
+            self.reset_fn()
+            self._started = True
+        start = time.perf_counter()
+        elapsed = 0.0
+        while elapsed < seconds:
+            stepped, done = self.step_fn()
+            self.frames += stepped
+            if done:
+                self.reset_fn()
+            elapsed = time.perf_counter() - start
+        self.elapsed_s += elapsed
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s
+
+
+def measure_fps(step_fn: StepFn, reset_fn: Callable[[], None], seconds: float) -> float:
+    """Env frames/s of `step_fn` over `seconds`."""
+    meter = Throughput(step_fn, reset_fn)
+    meter.run(seconds)
+    return meter.fps
+
+
+def measure_interleaved(meters: dict[str, Throughput], seconds: float, rounds: int) -> dict:
+    """Each meter runs `seconds` in total, in `rounds` alternating slices, so that a change in
+    machine load during the run hits all of them alike. Returns frames/s by name."""
+    for _ in range(rounds):
+        for meter in meters.values():
+            meter.run(seconds / rounds)
+    return {name: meter.fps for name, meter in meters.items()}
+
+
+def stock_meter(seed: int) -> tuple[Throughput, Callable[[], None]]:
+    """Stock `gym.make("CarRacing-v3")`, one frame per step, random actions in its Box."""
+    env = gym.make("CarRacing-v3")
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+    seeds = iter([seed])
+
+    def reset() -> None:
+        env.reset(seed=next(seeds, None))
+
+    def step() -> tuple[int, bool]:
+        action = rng.uniform(low, high).astype(np.float32)
+        _, _, terminated, truncated, _ = env.step(action)
+        return 1, terminated or truncated
+
+    return Throughput(step, reset), env.close
+
+
+def pipeline_meter(cfg: EnvConfig, seed: int) -> tuple[Throughput, Callable[[], None]]:
+    """`CarRacingPipeline` with random policy actions in [-1, 1]^3, counting env frames."""
+    env = make_env(cfg)
+    rng = np.random.default_rng(seed)
+    seeds = iter([seed])
+
+    def reset() -> None:
+        env.reset(seed=next(seeds, None))
+
+    def step() -> tuple[int, bool]:
+        result = env.step(rng.uniform(-1.0, 1.0, size=env.action_dim).astype(np.float32))
+        return result.env_frames, result.terminated or result.truncated
+
+    return Throughput(step, reset), env.close
+
+
+def env_bench(
+    seconds: float = 10.0, action_repeat: int = 4, seed: int = 0, rounds: int = 5
+) -> dict:
+    """Stock and pipeline env frames/s on one core, each measured for `seconds`."""
+    torch.set_num_threads(1)
+    cfg = replace(EnvConfig(), action_repeat=action_repeat)
+    stock, close_stock = stock_meter(seed)
+    pipeline, close_pipeline = pipeline_meter(cfg, seed)
+    try:
+        fps = measure_interleaved({"stock": stock, "pipeline": pipeline}, seconds, rounds)
+    finally:
+        close_stock()
+        close_pipeline()
+    return {
+        "action_repeat": action_repeat,
+        "stock_fps": round(fps["stock"], 1),
+        "pipeline_fps": round(fps["pipeline"], 1),
+        "pipeline_speedup": round(fps["pipeline"] / fps["stock"], 2),
+    }
+
+
+@dataclass
+class BenchArgs:
+    """Env throughput benchmark."""
+
+    seconds: float = 10.0
+    """Measuring time per variant."""
+    action_repeat: int = 4
+    """Env frames per agent step for the pipeline."""
+    seed: int = 0
+    """Seed of the first track and of the random actions."""
+    rounds: int = 5
+    """Alternating time slices per variant (evens out load changes on a shared machine)."""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = tyro.cli(BenchArgs, args=argv)
+    result = env_bench(args.seconds, args.action_repeat, args.seed, args.rounds)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
