@@ -1,0 +1,335 @@
+"""The collector without Ray: version stamps, chunk layout, bounded sends, seeds, batched inference;
+and the evaluation function. A fake env keeps most tests fast; two use the real CarRacing pipeline."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from actors.collector import (
+    Collector,
+    ReplayUnresponsiveError,
+    actor_seeds,
+    eval_seeds,
+    stream_id,
+)
+from actors.config import ActorConfig, EnvConfig
+from actors.env import StepResult, make_env
+from actors.evaluate import evaluate_policy
+from learner.config import LearnerConfig
+from learner.networks import build_policy
+from learner.weights import PolicyWeights, policy_state
+from replay.types import TransitionChunk
+
+TINY = LearnerConfig(latent_dim=8, num_filters=4, hidden_dim=16)
+FAKE_ENV = EnvConfig(crop=(0, 16, 0, 16))  # 16x16 frames: the fake env stays cheap
+
+
+class FakeEnv:
+    """The CarRacingPipeline API with random frames; episodes end after 3 to 8 agent steps."""
+
+    def __init__(self, cfg: EnvConfig):
+        self.cfg, self.obs_shape, self.frame_shape = cfg, cfg.obs_shape, cfg.frame_shape
+        self.action_dim = cfg.action_dim
+        self._rng = np.random.default_rng(0)
+
+    def _frame(self) -> np.ndarray:
+        return self._rng.integers(0, 256, self.frame_shape, dtype=np.uint8)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._t, self._length = 0, int(self._rng.integers(3, 9))
+        self._stack = np.tile(self._frame(), (self.cfg.frame_stack, 1, 1))
+        return self._stack.copy()
+
+    def step(self, action: np.ndarray) -> StepResult:
+        assert action.shape == (3,) and np.all(np.abs(action) <= 1.0)
+        self._t += 1
+        c = self.frame_shape[0]
+        self._stack = np.concatenate([self._stack[c:], self._frame()])
+        end = self._t == self._length
+        terminated, truncated = end and self._length % 2 == 0, end and self._length % 2 == 1
+        frames = 1 if terminated else self.cfg.action_repeat
+        return StepResult(self._stack.copy(), float(self._t), terminated, truncated, frames, {})
+
+    @property
+    def last_frame(self) -> np.ndarray:
+        return self._stack[-self.frame_shape[0] :].copy()
+
+    def render_full(self) -> np.ndarray:
+        return np.zeros((32, 48, 3), np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+class Recording:
+    """Wraps an env and logs every observation and reset seed it hands out."""
+
+    def __init__(self, env):
+        self.env, self.observations, self.reset_seeds = env, [], []
+
+    def reset(self, seed=None):
+        self.reset_seeds.append(seed)
+        self.observations.append(self.env.reset(seed=seed))
+        return self.observations[-1]
+
+    def step(self, action):
+        result = self.env.step(action)
+        self.observations.append(result.obs)
+        return result
+
+    @property
+    def last_frame(self):
+        return self.env.last_frame
+
+    def close(self):
+        self.env.close()
+
+
+def fake_env(cfg: EnvConfig) -> Recording:
+    return Recording(FakeEnv(cfg))
+
+
+def real_env(cfg: EnvConfig) -> Recording:
+    return Recording(make_env(cfg))
+
+
+class FakeSource:
+    """A weight source whose current weights the test sets; records the versions it was asked for."""
+
+    def __init__(self, weights: PolicyWeights | None = None):
+        self.weights, self.asked = weights, []
+
+    def fetch(self, min_version: int) -> PolicyWeights | None:
+        self.asked.append(min_version)
+        w = self.weights
+        return w if w is not None and w.version > min_version else None
+
+
+class SlowSink:
+    """A replay that accepts one chunk at a time, each taking `delay_s`; counts sends in flight."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s, self.chunks, self.done_at = delay_s, [], []
+        self.busy_until = self.max_in_flight = 0.0
+
+    def send(self, chunk: TransitionChunk) -> int:
+        now = time.perf_counter()
+        in_flight = sum(t > now for t in self.done_at) + 1
+        self.max_in_flight = max(self.max_in_flight, in_flight)
+        self.busy_until = max(self.busy_until, now) + self.delay_s
+        self.chunks.append(chunk)
+        self.done_at.append(self.busy_until)
+        return len(self.chunks) - 1
+
+    def wait(self, handle: int, timeout_s: float) -> bool:
+        remaining_s = self.done_at[handle] - time.perf_counter()
+        time.sleep(min(max(remaining_s, 0.0), timeout_s))
+        return remaining_s <= timeout_s
+
+    def entries(self) -> TransitionChunk:
+        """All chunks concatenated into one."""
+        fields = TransitionChunk.__dataclass_fields__
+        return TransitionChunk(
+            **{f: np.concatenate([getattr(c, f) for c in self.chunks]) for f in fields}
+        )
+
+
+def weights(version: int, env_cfg: EnvConfig = FAKE_ENV) -> PolicyWeights:
+    policy = build_policy(env_cfg.obs_shape, env_cfg.action_dim, TINY)
+    return PolicyWeights(version, policy_state(policy))
+
+
+def make_collector(
+    env_cfg=FAKE_ENV,
+    env_factory=fake_env,
+    source=None,
+    sink=None,
+    actor_index=0,
+    seed_steps=0,
+    **actor,
+) -> Collector:
+    actor_cfg = ActorConfig(
+        **{"envs_per_actor": 2, "chunk_steps": 3, "weights_poll_every": 4, **actor}
+    )
+    return Collector(
+        env_cfg,
+        actor_cfg,
+        TINY,
+        actor_index,
+        7,
+        seed_steps,
+        source or FakeSource(),
+        sink or SlowSink(),
+        env_factory=env_factory,
+    )
+
+
+def transitions_by_tick(entries: TransitionChunk, stream: int) -> np.ndarray:
+    """Row indices of a stream's transitions; the k-th is the one of tick k."""
+    return np.flatnonzero((entries.stream_ids == stream) & ~entries.first)
+
+
+def test_versions_stamped_seed_steps_zero_and_switch_mid_run():
+    source, sink = FakeSource(), SlowSink()
+    collector = make_collector(source=source, sink=sink, seed_steps=8)  # 4 ticks of random actions
+    collector.collect(20)  # ticks 0-9, no weights published yet
+    source.weights = weights(3)
+    collector.collect(20)  # ticks 10-19; the polls at ticks 12 and 16 see version 3
+    collector.close()
+    entries = sink.entries()
+    assert not entries.weights_version[entries.first].any()
+    for stream in collector.stream_ids:
+        versions = entries.weights_version[transitions_by_tick(entries, stream)]
+        assert versions.tolist() == [0] * 12 + [3] * 8
+    assert collector.weights_version == 3
+    for name, value in collector.policy.state_dict().items():
+        assert torch.equal(value, torch.from_numpy(source.weights.state[name]))
+
+
+def test_seed_steps_carry_version_zero_even_with_weights_available():
+    sink = SlowSink()
+    collector = make_collector(source=FakeSource(weights(5)), sink=sink, seed_steps=8)
+    collector.collect(16)
+    collector.close()
+    entries = sink.entries()
+    for stream in collector.stream_ids:
+        assert (
+            entries.weights_version[transitions_by_tick(entries, stream)].tolist()
+            == [0] * 4 + [5] * 4
+        )
+
+
+def rebuild_stacks(entries: TransitionChunk, stream: int, frame_stack: int) -> list[np.ndarray]:
+    """Observation stacks of a stream from its entries: the last S frames, padded with the first."""
+    stacks, episode = [], []
+    for i in np.flatnonzero(entries.stream_ids == stream):
+        episode = [entries.frames[i]] if entries.first[i] else [*episode, entries.frames[i]]
+        window = [episode[0]] * max(0, frame_stack - len(episode)) + episode[-frame_stack:]
+        stacks.append(np.concatenate(window))
+    return stacks
+
+
+@pytest.mark.parametrize(
+    "env_cfg, env_factory, agent_steps",
+    [(FAKE_ENV, fake_env, 50), (EnvConfig(), real_env, 48)],
+    ids=["fake", "carracing"],
+)
+def test_chunks_well_formed_and_rebuild_observation_stacks(env_cfg, env_factory, agent_steps):
+    sink = SlowSink()
+    collector = make_collector(env_cfg, env_factory, sink=sink, seed_steps=20)
+    stats = collector.collect(agent_steps)
+    collector.close()  # ships the partial chunk
+    assert stats.agent_steps == agent_steps and stats.chunks_sent == agent_steps // 2 // 3
+    for chunk in sink.chunks[:-1]:  # a full chunk: chunk_steps ticks of both envs
+        assert chunk.num_transitions == 3 * 2
+    entries = sink.entries()
+    n, (c, h, w) = len(entries), env_cfg.frame_shape
+    assert entries.frames.shape == (n, c, h, w) and entries.frames.dtype == np.uint8
+    assert entries.actions.shape == (n, 3) and entries.actions.dtype == np.float32
+    assert entries.stream_ids.dtype == entries.weights_version.dtype == np.int64
+    assert entries.first.dtype == entries.terminated.dtype == entries.truncated.dtype == bool
+    assert entries.rewards.dtype == np.float32
+    first = entries.first
+    assert not (entries.actions[first].any() or entries.rewards[first].any())
+    assert not (entries.terminated[first].any() or entries.truncated[first].any())
+    for slot, stream in enumerate(collector.stream_ids):
+        rows = np.flatnonzero(entries.stream_ids == stream)
+        # An episode ends exactly where the next entry of the stream is a reset frame.
+        ends = entries.terminated[rows] | entries.truncated[rows]
+        assert ends[:-1].tolist() == first[rows][1:].tolist()
+        env = collector.envs[slot]
+        assert entries.first[rows].sum() == len(env.reset_seeds)
+        rebuilt = rebuild_stacks(entries, stream, env_cfg.frame_stack)
+        assert len(rebuilt) == len(env.observations)
+        for stack, obs in zip(rebuilt, env.observations, strict=True):
+            np.testing.assert_array_equal(stack, obs)
+    assert stats.episodes == int(entries.first.sum()) - 2
+    assert stats.env_frames > 0 and stats.frames_per_s > 0
+
+
+def test_inflight_sends_bounded_by_a_slow_replay():
+    sink = SlowSink(delay_s=0.01)
+    collector = make_collector(sink=sink, chunk_steps=1, max_inflight_sends=2)
+    stats = collector.collect(60)
+    assert len(collector._inflight) <= 2
+    collector.close()
+    assert stats.chunks_sent == 30 and len(sink.chunks) == 30
+    assert sink.max_in_flight == 2  # the bound was reached and never exceeded
+    assert stats.send_wait_s > 0.1  # the actor waited for the replay instead of queueing
+
+
+def test_unresponsive_replay_raises_after_the_send_timeout():
+    class DeadSink(SlowSink):
+        def wait(self, handle, timeout_s):
+            return False
+
+    collector = make_collector(
+        sink=DeadSink(), chunk_steps=1, max_inflight_sends=1, send_timeout_s=0.01
+    )
+    with pytest.raises(ReplayUnresponsiveError, match="send-timeout-s"):
+        collector.collect(10)
+
+
+def test_seeds_and_streams_differ_across_actors_slots_and_incarnations():
+    seeds = [actor_seeds(7, actor, inc, 4) for actor in range(8) for inc in range(3)]
+    env_seeds = [s for actor in seeds for s in actor.env_seeds]
+    assert len(set(env_seeds)) == len(env_seeds) == 8 * 3 * 4
+    assert not set(env_seeds) & set(eval_seeds(7, 100))
+    assert actor_seeds(7, 1, 0, 4) == actor_seeds(7, 1, 0, 4)  # reproducible
+    assert actor_seeds(8, 1, 0, 4).env_seeds[0] not in env_seeds
+    ids = {
+        stream_id(actor, slot, inc)
+        for actor in range(8)
+        for slot in range(4)
+        for inc in (0, 1, 2**32 - 1)
+    }
+    assert len(ids) == 8 * 4 * 3 and min(ids) >= 0 and max(ids) < 2**63
+
+    first_resets = []
+    for actor in (0, 1):
+        collector = make_collector(actor_index=actor)
+        collector.collect(2)
+        first_resets += [env.reset_seeds[0] for env in collector.envs]
+    assert len(set(first_resets)) == 4
+
+
+def test_random_seed_actions_then_one_batched_policy_call_per_tick():
+    sink = SlowSink()
+    collector = make_collector(
+        sink=sink, seed_steps=10, envs_per_actor=3
+    )  # 4 random ticks (12 >= 10)
+    calls = []
+    act = collector.policy.act
+
+    def counting_act(obs, deterministic):
+        calls.append(tuple(obs.shape))
+        assert obs.dtype == torch.uint8 and not deterministic
+        return act(obs, deterministic)
+
+    collector.policy.act = counting_act
+    collector.collect(12)
+    assert calls == []  # seed steps: the policy is not called
+    collector.collect(18)  # 6 ticks of 3 envs
+    assert calls == [(3, *FAKE_ENV.obs_shape)] * 6
+    collector.close()
+    entries = sink.entries()
+    transitions = ~entries.first
+    seed_actions = entries.actions[transitions][:12]
+    assert seed_actions.min() < -0.8 and seed_actions.max() > 0.8
+    assert len(np.unique(seed_actions)) == seed_actions.size  # independent uniform draws
+
+
+def test_evaluate_policy_one_episode_with_video(tmp_path):
+    env_cfg = EnvConfig()
+    policy = build_policy(env_cfg.obs_shape, env_cfg.action_dim, TINY)
+    result = evaluate_policy(policy, env_cfg, episodes=1, seed=3, video_path=tmp_path / "eval.mp4")
+    assert result.video_path is not None
+    assert (tmp_path / "eval.mp4").stat().st_size > 0
+    assert result.mean_return == pytest.approx(result.returns[0]) and result.std_return == 0.0
+    assert len(result.returns) == len(result.lengths) == 1 and 1 <= result.lengths[0] <= 250

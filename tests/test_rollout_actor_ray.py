@@ -1,0 +1,89 @@
+"""Ray-local: a RolloutActor drives real CarRacing, ships chunks to a shard and picks up new weights."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+
+from actors.config import ActorConfig, EnvConfig
+from actors.rollout_actor import RolloutActor, WeightsRegistry
+from learner.config import LearnerConfig
+from learner.networks import build_policy
+from learner.weights import PolicyWeights, policy_state
+
+pytestmark = pytest.mark.ray
+
+TINY = LearnerConfig(latent_dim=8, num_filters=4, hidden_dim=16)
+TIMEOUT_S = 60
+
+
+@ray.remote(num_cpus=0)
+class RecordingShard:
+    """Stands in for a replay shard: records what each chunk held."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def insert(self, chunk) -> None:
+        versions = chunk.weights_version[~chunk.first].tolist()
+        self.chunks.append((len(chunk), chunk.num_transitions, versions))
+
+    def summary(self) -> list:
+        return self.chunks
+
+
+def publish(registry, version: int, env_cfg: EnvConfig) -> PolicyWeights:
+    policy = build_policy(env_cfg.obs_shape, env_cfg.action_dim, TINY)
+    weights = PolicyWeights(version, policy_state(policy))
+    ray.get(registry.publish.remote(version, [ray.put(weights)]), timeout=TIMEOUT_S)
+    return weights
+
+
+def ping_after_restart(actor) -> int:
+    """Ping until the restarted actor answers; a call racing the restart fails with ActorUnavailable."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            return ray.get(actor.ping.remote(), timeout=TIMEOUT_S)
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_rollout_actor_ships_chunks_and_picks_up_new_weights(ray_local):
+    env_cfg = EnvConfig()
+    actor_cfg = ActorConfig(
+        envs_per_actor=2, weights_poll_every=2, chunk_steps=5, max_inflight_sends=2
+    )
+    registry, shard = WeightsRegistry.remote(), RecordingShard.remote()
+    args = (env_cfg, actor_cfg, TINY, 0, 11, 10, registry, shard, 0)
+    actor = RolloutActor.options(max_restarts=1).remote(*args)
+    assert ray.get(actor.ping.remote(), timeout=TIMEOUT_S) == 0
+
+    first = ray.get(actor.run_for.remote(20), timeout=TIMEOUT_S)  # 10 ticks; 5 of them seed steps
+    assert first.agent_steps == 20 and first.env_frames == 80 and first.weights_version == 0
+    publish(registry, 1, env_cfg)
+    second = ray.get(actor.run_for.remote(40), timeout=TIMEOUT_S)
+    publish(registry, 2, env_cfg)
+    third = ray.get(actor.run_for.remote(40), timeout=TIMEOUT_S)
+    ray.get(actor.close.remote(), timeout=TIMEOUT_S)  # waits for every send
+
+    # Fetching never blocks: the poll that sees a new version is at most ~2 polls after publishing.
+    assert second.weights_version == 1 and third.weights_version == 2
+    chunks = ray.get(shard.summary.remote(), timeout=TIMEOUT_S)
+    assert len(chunks) == 100 // 2 // 5
+    assert all(transitions == 5 * 2 for _, transitions, _ in chunks)
+    versions = [v for _, _, chunk_versions in chunks for v in chunk_versions]
+    assert versions[:10] == [0] * 10  # the seed steps
+    assert versions == sorted(versions) and {0, 1, 2} <= set(versions)
+    totals = ray.get(actor.stats.remote(), timeout=TIMEOUT_S)
+    assert totals.agent_steps == 100 and totals.env_frames == 400 and totals.chunks_sent == 10
+    assert totals.frames_per_s > 0
+
+    # A process restarted by Ray draws a new incarnation, so its streams never continue old ones.
+    ray.kill(actor, no_restart=False)
+    assert ping_after_restart(actor) != 0
+    ray.kill(actor)
