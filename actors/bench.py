@@ -19,8 +19,11 @@ import numpy as np
 import torch
 import tyro
 
-from actors.config import EnvConfig
+from actors.collector import Collector
+from actors.config import ActorConfig, EnvConfig
 from actors.env import make_env
+from learner.config import LearnerConfig
+from replay.types import TransitionChunk
 
 StepFn = Callable[[], tuple[int, bool]]
 
@@ -108,24 +111,74 @@ def pipeline_meter(cfg: EnvConfig, seed: int) -> tuple[Throughput, Callable[[], 
     return Throughput(step, reset), env.close
 
 
+class _NoWeights:
+    """A weight source that never has newer weights: the actor keeps its initial policy."""
+
+    def fetch(self, min_version: int) -> None:
+        return None
+
+
+class _NoOpSink:
+    """A sink that drops chunks at once: the actor's own cost, without the replay's."""
+
+    def send(self, chunk: TransitionChunk) -> None:
+        return None
+
+    def wait(self, handle: None, timeout_s: float) -> bool:
+        return True
+
+
+def actor_meter(cfg: EnvConfig, seed: int) -> tuple[Throughput, Callable[[], None]]:
+    """A rollout `Collector` as an actor runs it: default networks acting from the first step
+    (seed_steps=0), `envs_per_actor` envs, chunks built and dropped by a no-op sink."""
+    torch.manual_seed(seed)
+    actor_cfg = ActorConfig()
+    collector = Collector(cfg, actor_cfg, LearnerConfig(), 0, seed, 0, _NoWeights(), _NoOpSink())
+
+    def step() -> tuple[int, bool]:
+        # One tick of all envs; the collector resets finished episodes inside the tick.
+        return collector.collect(collector.num_envs).env_frames, False
+
+    def reset() -> None:
+        collector.collect(collector.num_envs)  # the first resets (and one tick), off the clock
+
+    return Throughput(step, reset), collector.close
+
+
+def actor_fps(seconds: float, action_repeat: int, seed: int) -> float:
+    """Env frames/s of one rollout actor's collector on 1 torch thread (policy inference included)."""
+    torch.set_num_threads(1)
+    meter, close = actor_meter(replace(EnvConfig(), action_repeat=action_repeat), seed)
+    try:
+        meter.run(seconds)
+    finally:
+        close()
+    return meter.fps
+
+
 def env_bench(
     seconds: float = 10.0, action_repeat: int = 4, seed: int = 0, rounds: int = 5
 ) -> dict:
-    """Stock and pipeline env frames/s on one core, each measured for `seconds`."""
+    """Stock, pipeline and actor (pipeline + policy) env frames/s on one core, each for `seconds`."""
     torch.set_num_threads(1)
     cfg = replace(EnvConfig(), action_repeat=action_repeat)
     stock, close_stock = stock_meter(seed)
     pipeline, close_pipeline = pipeline_meter(cfg, seed)
+    actor, close_actor = actor_meter(cfg, seed)
+    meters = {"stock": stock, "pipeline": pipeline, "actor": actor}
     try:
-        fps = measure_interleaved({"stock": stock, "pipeline": pipeline}, seconds, rounds)
+        fps = measure_interleaved(meters, seconds, rounds)
     finally:
         close_stock()
         close_pipeline()
+        close_actor()
     return {
         "action_repeat": action_repeat,
         "stock_fps": round(fps["stock"], 1),
         "pipeline_fps": round(fps["pipeline"], 1),
         "pipeline_speedup": round(fps["pipeline"] / fps["stock"], 2),
+        "actor_fps": round(fps["actor"], 1),
+        "actor_speedup": round(fps["actor"] / fps["stock"], 2),
     }
 
 
