@@ -82,7 +82,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged zip/pickle
         raise CheckpointError(
-            f"checkpoint {path} is corrupted or not a sacae checkpoint ({type(err).__name__}: {err}); "
+            f"checkpoint {path} is corrupted or not a sacae checkpoint ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0][:120]}); "
             "use an earlier ckpt_*.pt from the same checkpoints/ folder"
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

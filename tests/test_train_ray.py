@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
+from pathlib import Path
 
 import pytest
 import ray
@@ -55,6 +57,11 @@ def test_end_to_end_smoke_then_resume(tmp_path, ray_six_cpus):
     for key in ("learner/critic_loss", "learner/alpha", "learner/policy_lag", "actors/env_frames_per_s",
                 "replay/size", "sampler/wait_s", "eval/return_mean", "counters/env_frames"):
         assert key in keys, key
+    documented = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    for key in keys - {"env_frames", "time"}:
+        # Per-shard keys replay/shard<i>/<name> are documented under their total replay/<name>.
+        total = re.sub(r"^replay/shard\d+/", "replay/", key)
+        assert f"`{total}`" in documented, f"{key} is not listed in docs/metrics.md"
     assert list((run_dir / "tensorboard").glob("events.*"))
     assert list((run_dir / "eval").glob("eval_*.mp4"))
     assert (run_dir / "eval" / "learning_curve.png").stat().st_size > 0
