@@ -20,6 +20,8 @@ class RunConfig:
     """Run seed; env seeds derive from it and the actor index."""
     total_env_frames: int = 2_000_000
     """Stop after this many env frames (agent steps times action repeat)."""
+    max_seconds: float = 0.0
+    """Also stop after this many seconds of training (0 = no time limit)."""
     run_dir: str = ""
     """Run directory; empty means runs/<date>-<time>."""
     serial: bool = False
@@ -53,6 +55,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(self.total_env_frames >= 1, "run.total_env_frames", self.total_env_frames, ">= 1")
+        require(self.max_seconds >= 0, "run.max_seconds", self.max_seconds, ">= 0 (0 = no limit)")
         require(self.num_cpus >= 0, "run.num_cpus", self.num_cpus, ">= 0 (0 = all cores)")
         require(bool(self.address), "run.address", self.address, "'local', 'auto' or HOST:PORT")
         require(self.weights_publish_every >= 1, "run.weights_publish_every", self.weights_publish_every, ">= 1")

@@ -106,6 +106,8 @@ def train_serial(
     next_eval = counters["env_frames"] + cfg.run.eval_every_frames if cfg.run.eval_every_frames else None
     next_log = time.perf_counter() + cfg.run.log_every_s
     started = time.perf_counter()
+    if max_seconds is None and cfg.run.max_seconds:
+        max_seconds = cfg.run.max_seconds
     window_frames, window_start = 0, time.perf_counter()
     try:
         while counters["env_frames"] < cfg.run.total_env_frames:

@@ -144,8 +144,9 @@ class Driver:
         next_checkpoint = counters.updates + cfg.run.checkpoint_every_updates
         window, next_log = Window(), time.monotonic() + cfg.run.log_every_s
         learner_alive = True
+        deadline = time.monotonic() + cfg.run.max_seconds if cfg.run.max_seconds else float("inf")
         try:
-            while counters.env_frames < cfg.run.total_env_frames:
+            while counters.env_frames < cfg.run.total_env_frames and time.monotonic() < deadline:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
                     kind, index, _ = pending.pop(ref)

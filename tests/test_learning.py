@@ -1,8 +1,9 @@
 """The learning test: the serial loop must learn DotReach from pixels within a CPU budget.
 
-A random policy scores about -16 per episode and a policy that cannot use its gradient (e.g. the
-action detached from the critic in the policy loss) stays there; a working SAC-AE reaches the
-target within a few steps and scores above -7.
+A random policy scores about 0 per episode (it wanders), and so does a policy whose gradient path is
+broken (with the action detached from the critic in the policy loss, checked by hand: -0.07 after
+4000 frames); a working SAC-AE heads for the target and scores about 10 times the initial distance
+(6.9 after 5000 frames, about 55 s on one contended core).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from launch.serial import train_serial
 from learner.config import LearnerConfig
 from replay.config import ReplayConfig
 
-RETURN_THRESHOLD = -7.0
+RETURN_THRESHOLD = 5.0
 
 
 def toy_config(tmp_path, total_frames: int) -> TrainConfig:
@@ -51,8 +52,8 @@ def random_return(episodes: int = 50) -> float:
 @pytest.mark.slow
 def test_serial_sac_ae_learns_dot_reach(tmp_path):
     torch.set_num_threads(2)
-    assert random_return() < RETURN_THRESHOLD - 5
-    result = train_serial(toy_config(tmp_path, total_frames=4000), env_factory=DotReach, max_seconds=240)
-    assert result.updates >= 3000, f"only {result.updates} updates ran"
+    assert random_return() < RETURN_THRESHOLD - 4
+    result = train_serial(toy_config(tmp_path, total_frames=5000), env_factory=DotReach, max_seconds=300)
+    assert result.updates >= 4000, f"only {result.updates} updates ran"
     assert result.eval_returns, "no evaluation ran"
     assert result.eval_returns[-1] > RETURN_THRESHOLD, f"eval return {result.eval_returns[-1]:.2f}"

@@ -1,9 +1,9 @@
 """DotReach: a tiny pixel task for the learning test, with the CarRacingPipeline API.
 
-A red dot must be steered onto a green target drawn on a small image. Positions are only visible in
-the pixels, so the policy must read them through the conv trunk. Reward per step is minus the
-distance to the target (plus a bonus on it); episodes last `HORIZON` agent steps (time-limit
-truncation). The image size comes from `EnvConfig.crop` (e.g. (0, 24, 0, 24) gives 24x24).
+A red dot must be steered onto a green target drawn at the centre of a small image. Positions are only visible in
+the pixels, so the policy must read them through the conv trunk. The reward of a step is the progress
+towards the target, 10 * (distance before - distance after), so the return is about 10 times the
+distance covered; episodes last `HORIZON` agent steps (time-limit truncation). The image size comes from `EnvConfig.crop` (e.g. (0, 24, 0, 24) gives 24x24).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from actors.env import StepResult
 
 HORIZON = 20
 SPEED = 0.25
+DOT = 4
 
 
 class DotReach:
@@ -32,8 +33,8 @@ class DotReach:
     def _draw(self) -> np.ndarray:
         frame = np.zeros(self.frame_shape, np.uint8)
         for pos, channel in ((self.target, 1), (self.pos, 0)):
-            r, c = np.clip(((pos + 1) / 2 * (self.size - 3)).round().astype(int), 0, self.size - 3)
-            frame[channel, r : r + 3, c : c + 3] = 255
+            r, c = np.clip(((pos + 1) / 2 * (self.size - DOT)).round().astype(int), 0, self.size - DOT)
+            frame[channel, r : r + DOT, c : c + DOT] = 255
         return frame
 
     def _obs(self) -> np.ndarray:
@@ -43,7 +44,7 @@ class DotReach:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         self.pos = self._rng.uniform(-1, 1, 2)
-        self.target = self._rng.uniform(-1, 1, 2)
+        self.target = np.zeros(2)
         self.t = 0
         frame = self._draw()
         for _ in range(self.cfg.frame_stack):
@@ -52,10 +53,10 @@ class DotReach:
 
     def step(self, action: np.ndarray) -> StepResult:
         move = np.clip(np.asarray(action, np.float64)[:2], -1, 1)
+        before = float(np.linalg.norm(self.pos - self.target))
         self.pos = np.clip(self.pos + SPEED * move, -1, 1)
         self.t += 1
-        distance = float(np.linalg.norm(self.pos - self.target))
-        reward = -distance + (1.0 if distance < 0.15 else 0.0)
+        reward = 10.0 * (before - float(np.linalg.norm(self.pos - self.target)))
         self._frames.append(self._draw())
         return StepResult(
             obs=self._obs(), reward=reward, terminated=False, truncated=self.t >= HORIZON, env_frames=1, info={}
