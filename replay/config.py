@@ -30,6 +30,8 @@ class ReplayConfig:
     """Seconds between shard snapshots; 0 turns periodic snapshots off (checkpoints may still take one)."""
     sample_timeout_s: float = 60.0
     """Longest single wait for a sample reply before the learner re-checks the shards."""
+    insert_timeout_s: float = 60.0
+    """Longest an insert waits for a lagging learner before replying not ready (the actor then calls `wait_insert`)."""
 
     def __post_init__(self) -> None:
         require(self.capacity >= 1, "replay.capacity", self.capacity, ">= 1")
@@ -37,7 +39,8 @@ class ReplayConfig:
         require(self.capacity >= self.num_shards * 16, "replay.capacity", self.capacity, ">= 16 per shard")
         require(self.min_size >= 1, "replay.min_size", self.min_size, ">= 1")
         require(self.min_size <= self.capacity, "replay.min_size", self.min_size, f"<= replay.capacity ({self.capacity})")
-        require(self.rate_tolerance > 0, "replay.rate_tolerance", self.rate_tolerance, "> 0")
+        require(self.rate_tolerance >= 1, "replay.rate_tolerance", self.rate_tolerance, ">= 1 (a narrower buffer can block actors and learner at once)")
         require(self.prefetch >= 1, "replay.prefetch", self.prefetch, ">= 1")
         require(self.snapshot_every_s >= 0, "replay.snapshot_every_s", self.snapshot_every_s, ">= 0")
         require(self.sample_timeout_s > 0, "replay.sample_timeout_s", self.sample_timeout_s, "> 0")
+        require(self.insert_timeout_s > 0, "replay.insert_timeout_s", self.insert_timeout_s, "> 0")
