@@ -18,6 +18,7 @@ import imageio.v3 as iio
 import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.collector import CollectStats
 from actors.evaluate import EvalActor
@@ -109,7 +110,9 @@ class Driver:
             cfg.replay, env.frame_shape, env.action_dim, env.frame_stack, cfg.samples_per_insert,
             seed=cfg.run.seed, snapshot_dir=snapshot_dir,
         )
-        self.registry = WeightsRegistry.remote()
+        # The registry lives on the driver's node: it fails with the run, never on its own.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.registry = WeightsRegistry.options(scheduling_strategy=here).remote()
         self.learner = RemoteLearnerWorker.options(num_cpus=1, num_gpus=topology.learner_gpus, max_restarts=0).remote(
             cfg, env.obs_shape, env.action_dim, self.shards, self.registry, learner_state
         )
@@ -126,6 +129,7 @@ class Driver:
         ]
         self.eval_actor = EvalActor.remote(env, cfg.learner) if cfg.run.eval_every_frames else None
         self.actor_restarts = 0
+        self.actor_versions = [0] * topology.num_actors  # newest weights version each actor acted with
         self.curve: list[tuple[int, float, float]] = []
         self.last_learner_row: dict[str, float] = {}
         self.last_return: float | None = None
@@ -200,6 +204,7 @@ class Driver:
                     "see the actor logs under /tmp/ray/session_latest/logs"
                 ) from err
             return
+        self.actor_versions[index] = stats.weights_version
         c = self.counters
         c.env_frames += stats.env_frames
         c.env_steps += stats.agent_steps
