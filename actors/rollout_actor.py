@@ -8,6 +8,7 @@ chunks to a replay shard actor with `shard.insert.remote(chunk)`.
 from __future__ import annotations
 
 import secrets
+import time
 
 import ray
 import torch
@@ -95,19 +96,35 @@ class RegistryWeightSource:
 
 
 class ShardSink:
-    """A `Sink` to a replay shard actor. Tasks of one caller run in order, so chunks arrive in order."""
+    """A `Sink` to a replay shard actor. Tasks of one caller run in order, so chunks arrive in order.
+
+    A send completes when the shard stored the chunk AND its rate limiter lets this actor insert more.
+    An insert whose reply says `ready: False` (the shard held it back for its whole insert timeout)
+    is followed by `wait_insert` calls until the shard is ready, so the actor never runs ahead.
+    """
+
+    FOLLOW_UP_WAIT_S = 10.0
 
     def __init__(self, shard: ray.actor.ActorHandle):
         self._shard = shard
+        self._follow_up: dict[ray.ObjectRef, ray.ObjectRef] = {}  # insert ref -> pending wait_insert ref
 
     def send(self, chunk: TransitionChunk) -> ray.ObjectRef:
         return self._shard.insert.remote(chunk)
 
     def wait(self, handle: ray.ObjectRef, timeout_s: float) -> bool:
-        ready, _ = ray.wait([handle], timeout=timeout_s)
-        if ready:
-            ray.get(handle, timeout=RESOLVE_TIMEOUT_S)  # re-raises an error of the insert
-        return bool(ready)
+        deadline = time.monotonic() + timeout_s
+        ref = self._follow_up.pop(handle, handle)
+        while True:
+            ready, _ = ray.wait([ref], timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                if ref is not handle:
+                    self._follow_up[handle] = ref
+                return False
+            info = ray.get(ref, timeout=RESOLVE_TIMEOUT_S)  # re-raises an error of the insert
+            if info.get("ready", True):
+                return True
+            ref = self._shard.wait_insert.remote(self.FOLLOW_UP_WAIT_S)
 
 
 @ray.remote(num_cpus=1)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 import ray
 
 from actors.config import ActorConfig, EnvConfig
-from actors.rollout_actor import RolloutActor, WeightsRegistry
+from actors.rollout_actor import RolloutActor, ShardSink, WeightsRegistry
 from learner.config import LearnerConfig
 from learner.networks import build_policy
 from learner.weights import PolicyWeights, policy_state
@@ -26,9 +27,10 @@ class RecordingShard:
     def __init__(self):
         self.chunks = []
 
-    def insert(self, chunk) -> None:
+    def insert(self, chunk) -> dict:
         versions = chunk.weights_version[~chunk.first].tolist()
         self.chunks.append((len(chunk), chunk.num_transitions, versions))
+        return {"inserted": chunk.num_transitions, "ready": True}
 
     def summary(self) -> list:
         return self.chunks
@@ -90,3 +92,30 @@ def test_rollout_actor_ships_chunks_and_picks_up_new_weights(ray_local):
     ray.kill(actor, no_restart=False)
     assert incarnation_after_restart(actor, old=0) != 0
     ray.kill(actor)
+
+
+@ray.remote(num_cpus=0)
+class HoldingShard:
+    """A shard whose limiter holds the first insert back: `ready` False, then ready after a wait."""
+
+    def __init__(self):
+        self.waits = 0
+
+    def insert(self, chunk) -> dict:
+        return {"inserted": chunk.num_transitions, "ready": False}
+
+    def wait_insert(self, timeout_s: float) -> dict:
+        self.waits += 1
+        return {"ready": self.waits >= 2}
+
+    def wait_count(self) -> int:
+        return self.waits
+
+
+def test_shard_sink_waits_until_the_shard_lets_inserts_resume(ray_local):
+    shard = HoldingShard.remote()
+    sink = ShardSink(shard)
+    handle = sink.send(SimpleNamespace(num_transitions=3))
+    assert sink.wait(handle, 30.0) is True
+    # Not done on the insert reply alone: it asked the shard again until it was ready.
+    assert ray.get(shard.wait_count.remote()) == 2
