@@ -72,7 +72,17 @@ class ActorConfig:
         require(self.num_actors >= 0, "actor.num_actors", self.num_actors, ">= 0 (0 = auto)")
         require(self.envs_per_actor >= 1, "actor.envs_per_actor", self.envs_per_actor, ">= 1")
         require(self.seed_steps >= 0, "actor.seed_steps", self.seed_steps, ">= 0")
-        require(self.weights_poll_every >= 1, "actor.weights_poll_every", self.weights_poll_every, ">= 1")
+        require(
+            self.weights_poll_every >= 1,
+            "actor.weights_poll_every",
+            self.weights_poll_every,
+            ">= 1",
+        )
         require(self.chunk_steps >= 1, "actor.chunk_steps", self.chunk_steps, ">= 1")
-        require(self.max_inflight_sends >= 1, "actor.max_inflight_sends", self.max_inflight_sends, ">= 1")
+        require(
+            self.max_inflight_sends >= 1,
+            "actor.max_inflight_sends",
+            self.max_inflight_sends,
+            ">= 1",
+        )
         require(self.send_timeout_s > 0, "actor.send_timeout_s", self.send_timeout_s, "> 0")

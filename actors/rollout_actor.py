@@ -107,7 +107,9 @@ class ShardSink:
 
     def __init__(self, shard: ray.actor.ActorHandle):
         self._shard = shard
-        self._follow_up: dict[ray.ObjectRef, ray.ObjectRef] = {}  # insert ref -> pending wait_insert ref
+        self._follow_up: dict[
+            ray.ObjectRef, ray.ObjectRef
+        ] = {}  # insert ref -> pending wait_insert ref
 
     def send(self, chunk: TransitionChunk) -> ray.ObjectRef:
         return self._shard.insert.remote(chunk)

@@ -44,8 +44,13 @@ def measure(num_actors: int, seconds: float, envs_per_actor: int, workdir: str) 
         # A tolerance far above what a run of this length inserts: the limiter never holds actors back.
         replay=dataclasses.replace(base.replay, capacity=50_000, num_shards=1, rate_tolerance=1e9),
         run=dataclasses.replace(
-            base.run, run_dir=os.path.join(workdir, f"actors{num_actors}"), max_seconds=seconds,
-            eval_every_frames=0, log_every_s=seconds / 8, progress_bar=False, checkpoint_every_updates=10**9,
+            base.run,
+            run_dir=os.path.join(workdir, f"actors{num_actors}"),
+            max_seconds=seconds,
+            eval_every_frames=0,
+            log_every_s=seconds / 8,
+            progress_bar=False,
+            checkpoint_every_updates=10**9,
         ),
     )
     topology = plan_topology(cfg, cpus=os.cpu_count() or 1, gpus=0)
@@ -57,7 +62,11 @@ def measure(num_actors: int, seconds: float, envs_per_actor: int, workdir: str) 
         ray.shutdown()
     rows = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     start = rows[0]["time"] + seconds / 4
-    rates = [r["actors/env_frames_per_s"] for r in rows if "actors/env_frames_per_s" in r and r["time"] >= start]
+    rates = [
+        r["actors/env_frames_per_s"]
+        for r in rows
+        if "actors/env_frames_per_s" in r and r["time"] >= start
+    ]
     return float(np.mean(rates)) if rates else 0.0
 
 
@@ -65,7 +74,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(ScalingArgs, args=argv)
     counts = [int(x) for x in args.actors.split(",") if x.strip()]
     if not counts or min(counts) < 1:
-        raise SystemExit(f"error: --actors {args.actors!r} must list positive actor counts, e.g. 1,2,4")
+        raise SystemExit(
+            f"error: --actors {args.actors!r} must list positive actor counts, e.g. 1,2,4"
+        )
     with tempfile.TemporaryDirectory() as workdir:
         fps = {n: measure(n, args.seconds, args.envs_per_actor, workdir) for n in counts}
     single = fps[min(counts)] / min(counts)
@@ -73,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
         "cpus": os.cpu_count(),
         "actors": counts,
         "env_frames_per_s": {str(n): round(v, 1) for n, v in fps.items()},
-        "scaling_efficiency": {str(n): round(v / (n * single), 3) if single > 0 else 0.0 for n, v in fps.items()},
+        "scaling_efficiency": {
+            str(n): round(v / (n * single), 3) if single > 0 else 0.0 for n, v in fps.items()
+        },
     }
     print(json.dumps(result), flush=True)
     return result

@@ -1,8 +1,8 @@
 """The `sacae` command: train, eval and bench.
 
-    sacae train [--preset carracing|smoke] [--resume RUN_DIR] [--learner.batch-size 64 ...]
-    sacae eval --checkpoint PATH [--episodes 100] [--video PATH]
-    sacae bench {learner,env,replay,scaling} [...]
+sacae train [--preset carracing|smoke] [--resume RUN_DIR] [--learner.batch-size 64 ...]
+sacae eval --checkpoint PATH [--episodes 100] [--video PATH]
+sacae bench {learner,env,replay,scaling} [...]
 """
 
 from __future__ import annotations

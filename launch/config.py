@@ -58,12 +58,29 @@ class RunConfig:
         require(self.max_seconds >= 0, "run.max_seconds", self.max_seconds, ">= 0 (0 = no limit)")
         require(self.num_cpus >= 0, "run.num_cpus", self.num_cpus, ">= 0 (0 = all cores)")
         require(bool(self.address), "run.address", self.address, "'local', 'auto' or HOST:PORT")
-        require(self.weights_publish_every >= 1, "run.weights_publish_every", self.weights_publish_every, ">= 1")
-        require(self.eval_every_frames >= 0, "run.eval_every_frames", self.eval_every_frames, ">= 0 (0 = off)")
+        require(
+            self.weights_publish_every >= 1,
+            "run.weights_publish_every",
+            self.weights_publish_every,
+            ">= 1",
+        )
+        require(
+            self.eval_every_frames >= 0,
+            "run.eval_every_frames",
+            self.eval_every_frames,
+            ">= 0 (0 = off)",
+        )
         require(self.eval_episodes >= 1, "run.eval_episodes", self.eval_episodes, ">= 1")
-        require(self.checkpoint_every_updates >= 1, "run.checkpoint_every_updates", self.checkpoint_every_updates, ">= 1")
+        require(
+            self.checkpoint_every_updates >= 1,
+            "run.checkpoint_every_updates",
+            self.checkpoint_every_updates,
+            ">= 1",
+        )
         require(self.log_every_s > 0, "run.log_every_s", self.log_every_s, "> 0")
-        require(self.max_actor_restarts >= 0, "run.max_actor_restarts", self.max_actor_restarts, ">= 0")
+        require(
+            self.max_actor_restarts >= 0, "run.max_actor_restarts", self.max_actor_restarts, ">= 0"
+        )
         require(self.remote_timeout_s > 0, "run.remote_timeout_s", self.remote_timeout_s, "> 0")
 
 
@@ -103,7 +120,13 @@ def config_from_dict(data: dict) -> TrainConfig:
     """Rebuild a TrainConfig from `dataclasses.asdict` output (e.g. a run's config.json)."""
     sections = {}
     for f in dataclasses.fields(TrainConfig):
-        cls = {"env": EnvConfig, "actor": ActorConfig, "replay": ReplayConfig, "learner": LearnerConfig, "run": RunConfig}[f.name]
+        cls = {
+            "env": EnvConfig,
+            "actor": ActorConfig,
+            "replay": ReplayConfig,
+            "learner": LearnerConfig,
+            "run": RunConfig,
+        }[f.name]
         raw = dict(data.get(f.name, {}))
         known = {g.name for g in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
@@ -131,8 +154,12 @@ def smoke() -> TrainConfig:
     """Tiny networks and short everything: runs in seconds on a CPU, for tests and a first look."""
     return TrainConfig(
         env=EnvConfig(),
-        actor=ActorConfig(num_actors=2, envs_per_actor=1, seed_steps=64, weights_poll_every=10, chunk_steps=8),
-        replay=ReplayConfig(capacity=4000, num_shards=2, min_size=64, rate_tolerance=32, prefetch=2),
+        actor=ActorConfig(
+            num_actors=2, envs_per_actor=1, seed_steps=64, weights_poll_every=10, chunk_steps=8
+        ),
+        replay=ReplayConfig(
+            capacity=4000, num_shards=2, min_size=64, rate_tolerance=32, prefetch=2
+        ),
         learner=LearnerConfig(batch_size=16, latent_dim=16, num_filters=8, hidden_dim=64),
         run=RunConfig(
             total_env_frames=2000,

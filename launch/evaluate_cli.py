@@ -36,7 +36,7 @@ def load_policy(checkpoint: dict):
     obs_shape, action_dim = tuple(state["obs_shape"]), int(state["action_dim"])
     policy = build_policy(obs_shape, action_dim, cfg.learner)
     prefix = "policy."
-    policy_state = {k[len(prefix):]: v for k, v in state["nets"].items() if k.startswith(prefix)}
+    policy_state = {k[len(prefix) :]: v for k, v in state["nets"].items() if k.startswith(prefix)}
     policy.load_state_dict(policy_state)
     return policy.eval().requires_grad_(False), cfg
 

@@ -22,7 +22,15 @@ class LearnerWorker:
     previous publish must have landed before the next is sent (one publish in flight at most).
     """
 
-    def __init__(self, cfg: TrainConfig, obs_shape, action_dim: int, shards: list, registry, state: dict | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        obs_shape,
+        action_dim: int,
+        shards: list,
+        registry,
+        state: dict | None = None,
+    ):
         self.cfg = cfg
         self.learner = SacAeLearner(tuple(obs_shape), action_dim, cfg.learner, seed=cfg.run.seed)
         if state is not None:
@@ -69,7 +77,9 @@ class LearnerWorker:
             return None
         frames = self._last_batch.frames[:count]  # [n, S+1, C, H, W]
         stack = frames.shape[1] - 1
-        obs = torch.from_numpy(np.ascontiguousarray(frames[:, :stack].reshape(len(frames), -1, *frames.shape[-2:])))
+        obs = torch.from_numpy(
+            np.ascontiguousarray(frames[:, :stack].reshape(len(frames), -1, *frames.shape[-2:]))
+        )
         recon = self.learner.reconstruct(obs).cpu().numpy()[:, -3:]  # newest frame of the stack
         top = np.concatenate(list(frames[:, stack - 1]), axis=2)
         bottom = np.concatenate(list((recon * 255).round().astype(np.uint8)), axis=2)

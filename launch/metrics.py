@@ -47,14 +47,30 @@ class ProgressBar:
     """A tqdm bar over env frames showing updates, the latest return and both rates."""
 
     def __init__(self, total_frames: int, initial: int = 0, enabled: bool = True):
-        self.bar = tqdm(total=total_frames, initial=initial, unit="frame", unit_scale=True, disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total_frames,
+            initial=initial,
+            unit="frame",
+            unit_scale=True,
+            disable=not enabled,
+            dynamic_ncols=True,
+        )
         self.frames = initial
 
-    def update(self, env_frames: int, updates: int, last_return: float | None, frames_per_s: float, updates_per_s: float) -> None:
+    def update(
+        self,
+        env_frames: int,
+        updates: int,
+        last_return: float | None,
+        frames_per_s: float,
+        updates_per_s: float,
+    ) -> None:
         self.bar.update(max(0, env_frames - self.frames))
         self.frames = env_frames
         ret = "n/a" if last_return is None else f"{last_return:.1f}"
-        self.bar.set_postfix_str(f"updates={updates} return={ret} fps={frames_per_s:.0f} ups={updates_per_s:.1f}")
+        self.bar.set_postfix_str(
+            f"updates={updates} return={ret} fps={frames_per_s:.0f} ups={updates_per_s:.1f}"
+        )
 
     def close(self) -> None:
         self.bar.close()
@@ -72,7 +88,12 @@ def plot_learning_curve(points: list[tuple[int, float, float]], path: Path) -> N
     stds = [p[2] for p in points]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(frames, means, marker="o")
-    ax.fill_between(frames, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
+    ax.fill_between(
+        frames,
+        [m - s for m, s in zip(means, stds, strict=True)],
+        [m + s for m, s in zip(means, stds, strict=True)],
+        alpha=0.2,
+    )
     ax.axhline(900, color="grey", linestyle="--", linewidth=1, label="solved (900)")
     ax.set_xlabel("env frames")
     ax.set_ylabel("eval return")

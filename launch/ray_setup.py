@@ -46,7 +46,11 @@ def init_ray(address: str = LOCAL, num_cpus: int = 0, quiet: bool = True) -> dic
     """
     if ray.is_initialized():
         return ray.cluster_resources()
-    kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": "warning"}
+    kwargs: dict = {
+        "log_to_driver": not quiet,
+        "configure_logging": True,
+        "logging_level": "warning",
+    }
     if address == LOCAL:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         kwargs.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")

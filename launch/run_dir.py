@@ -31,7 +31,9 @@ class RunDir:
             (path / "checkpoints").mkdir(exist_ok=True)
             (path / "eval").mkdir(exist_ok=True)
         except OSError as err:
-            raise SystemExit(f"error: cannot create run directory {path} ({err}); pass a writable --run.run-dir") from err
+            raise SystemExit(
+                f"error: cannot create run directory {path} ({err}); pass a writable --run.run-dir"
+            ) from err
         run = cls(path)
         cfg.save(path)
         return run
@@ -74,10 +76,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             found = sorted(path.glob("ckpt_*.pt"))
             latest = found[-1] if found else None
         if latest is None:
-            raise CheckpointError(f"no checkpoint in {path}; pass a ckpt_*.pt file or a run directory with checkpoints/")
+            raise CheckpointError(
+                f"no checkpoint in {path}; pass a ckpt_*.pt file or a run directory with checkpoints/"
+            )
         path = latest
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass a ckpt_*.pt file from a run's checkpoints/")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass a ckpt_*.pt file from a run's checkpoints/"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged zip/pickle
@@ -93,6 +99,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         )
     for key in ("learner", "counters", "config"):
         if key not in payload:
-            raise CheckpointError(f"checkpoint {path} lacks `{key}`; it is incomplete, use an earlier one")
+            raise CheckpointError(
+                f"checkpoint {path} lacks `{key}`; it is incomplete, use an earlier one"
+            )
     payload["path"] = str(path)
     return payload

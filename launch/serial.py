@@ -41,7 +41,9 @@ class LatestWeights:
         self.latest = weights
 
     def fetch(self, min_version: int) -> PolicyWeights | None:
-        return self.latest if self.latest is not None and self.latest.version > min_version else None
+        return (
+            self.latest if self.latest is not None and self.latest.version > min_version else None
+        )
 
 
 class ReplaySink:
@@ -88,14 +90,27 @@ def train_serial(
         counters.update(checkpoint["counters"])
         # A resumed run drives new tracks: the incarnation is part of every env seed.
         counters["incarnation"] = counters.get("incarnation", 0) + 1
-    replay = FrameReplay(cfg.replay.capacity, frame_shape, action_dim, cfg.env.frame_stack, seed=cfg.run.seed)
-    limiter = RateLimiter(cfg.samples_per_insert, cfg.replay.min_size, cfg.replay.rate_tolerance * cfg.samples_per_insert)
+    replay = FrameReplay(
+        cfg.replay.capacity, frame_shape, action_dim, cfg.env.frame_stack, seed=cfg.run.seed
+    )
+    limiter = RateLimiter(
+        cfg.samples_per_insert,
+        cfg.replay.min_size,
+        cfg.replay.rate_tolerance * cfg.samples_per_insert,
+    )
     weights = LatestWeights()
     loop = UpdateLoop(learner, weights.publish, cfg.run.weights_publish_every)
     seed_steps = 0 if resume is not None else cfg.actor.seed_steps
     collector = Collector(
-        cfg.env, cfg.actor, cfg.learner, actor_index=0, run_seed=cfg.run.seed, seed_steps=seed_steps,
-        weights_source=weights, sink=ReplaySink(replay, limiter), env_factory=env_factory,
+        cfg.env,
+        cfg.actor,
+        cfg.learner,
+        actor_index=0,
+        run_seed=cfg.run.seed,
+        seed_steps=seed_steps,
+        weights_source=weights,
+        sink=ReplaySink(replay, limiter),
+        env_factory=env_factory,
         incarnation=counters.get("incarnation", 0),
     )
     logger = MetricsLogger(run.path)
@@ -103,7 +118,9 @@ def train_serial(
     eval_policy = build_policy(obs_shape, action_dim, cfg.learner)
     returns: list[float] = []
     curve: list[tuple[int, float, float]] = []
-    next_eval = counters["env_frames"] + cfg.run.eval_every_frames if cfg.run.eval_every_frames else None
+    next_eval = (
+        counters["env_frames"] + cfg.run.eval_every_frames if cfg.run.eval_every_frames else None
+    )
     next_log = time.perf_counter() + cfg.run.log_every_s
     started = time.perf_counter()
     if max_seconds is None and cfg.run.max_seconds:
@@ -129,26 +146,39 @@ def train_serial(
                 next_eval += cfg.run.eval_every_frames
                 load_policy_state(eval_policy, learner.policy_weights())
                 result = evaluate_policy(
-                    eval_policy, cfg.env, cfg.run.eval_episodes, seed=cfg.run.seed + len(curve),
+                    eval_policy,
+                    cfg.env,
+                    cfg.run.eval_episodes,
+                    seed=cfg.run.seed + len(curve),
                     env_factory=env_factory,
                 )
                 curve.append((counters["env_frames"], result.mean_return, result.std_return))
-                logger.write(counters["env_frames"], {"eval/return_mean": result.mean_return, "eval/return_std": result.std_return})
+                logger.write(
+                    counters["env_frames"],
+                    {"eval/return_mean": result.mean_return, "eval/return_std": result.std_return},
+                )
                 plot_learning_curve(curve, run.eval_dir / "learning_curve.png")
             if time.perf_counter() >= next_log:
                 elapsed = time.perf_counter() - window_start
                 row = loop.report()
-                row.update({
-                    "actors/env_frames_per_s": window_frames / elapsed,
-                    "replay/size": replay.num_transitions,
-                    "counters/env_frames": counters["env_frames"],
-                    "counters/env_steps": counters["env_steps"],
-                })
+                row.update(
+                    {
+                        "actors/env_frames_per_s": window_frames / elapsed,
+                        "replay/size": replay.num_transitions,
+                        "counters/env_frames": counters["env_frames"],
+                        "counters/env_steps": counters["env_steps"],
+                    }
+                )
                 if returns:
                     row["actors/episode_return"] = float(np.mean(returns[-10:]))
                 logger.write(counters["env_frames"], row)
-                bar.update(counters["env_frames"], learner.updates, returns[-1] if returns else None,
-                           row["actors/env_frames_per_s"], row["learner/updates_per_s"])
+                bar.update(
+                    counters["env_frames"],
+                    learner.updates,
+                    returns[-1] if returns else None,
+                    row["actors/env_frames_per_s"],
+                    row["learner/updates_per_s"],
+                )
                 window_frames, window_start = 0, time.perf_counter()
                 next_log = time.perf_counter() + cfg.run.log_every_s
     finally:
@@ -158,6 +188,10 @@ def train_serial(
         logger.close()
         bar.close()
     return SerialResult(
-        env_frames=counters["env_frames"], env_steps=counters["env_steps"], updates=learner.updates,
-        episode_returns=tuple(returns), eval_returns=tuple(c[1] for c in curve), run_dir=run.path,
+        env_frames=counters["env_frames"],
+        env_steps=counters["env_steps"],
+        updates=learner.updates,
+        episode_returns=tuple(returns),
+        eval_returns=tuple(c[1] for c in curve),
+        run_dir=run.path,
     )

@@ -65,7 +65,9 @@ def plan_topology(cfg: TrainConfig, cpus: int, gpus: float) -> Topology:
         )
     # Logical CPUs a local instance needs: learner, shards, actors, evaluation.
     needed = 1 + cfg.replay.num_shards + num_actors + 1
-    return Topology(num_actors=num_actors, learner_gpus=1.0 if gpus >= 1 else 0.0, ray_cpus=max(cpus, needed))
+    return Topology(
+        num_actors=num_actors, learner_gpus=1.0 if gpus >= 1 else 0.0, ray_cpus=max(cpus, needed)
+    )
 
 
 @dataclass
@@ -99,7 +101,13 @@ class Driver:
         if resume is not None:
             checkpoint = load_checkpoint(resume)
             learner_state = checkpoint["learner"]
-            self.counters = Counters(**{k: v for k, v in checkpoint["counters"].items() if k in Counters.__dataclass_fields__})
+            self.counters = Counters(
+                **{
+                    k: v
+                    for k, v in checkpoint["counters"].items()
+                    if k in Counters.__dataclass_fields__
+                }
+            )
             self.counters.incarnation += 1  # new tracks and new streams after a resume
         env = cfg.env
         snapshot_dir = ""
@@ -107,29 +115,43 @@ class Driver:
             snapshot_dir = cfg.replay.snapshot_dir or str(run.path / "replay")
         self.snapshot_dir = snapshot_dir
         self.shards = create_shards(
-            cfg.replay, env.frame_shape, env.action_dim, env.frame_stack, cfg.samples_per_insert,
-            seed=cfg.run.seed, snapshot_dir=snapshot_dir,
+            cfg.replay,
+            env.frame_shape,
+            env.action_dim,
+            env.frame_stack,
+            cfg.samples_per_insert,
+            seed=cfg.run.seed,
+            snapshot_dir=snapshot_dir,
         )
         # The registry lives on the driver's node: it fails with the run, never on its own.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.registry = WeightsRegistry.options(scheduling_strategy=here).remote()
-        self.learner = RemoteLearnerWorker.options(num_cpus=1, num_gpus=topology.learner_gpus, max_restarts=0).remote(
-            cfg, env.obs_shape, env.action_dim, self.shards, self.registry, learner_state
-        )
+        self.learner = RemoteLearnerWorker.options(
+            num_cpus=1, num_gpus=topology.learner_gpus, max_restarts=0
+        ).remote(cfg, env.obs_shape, env.action_dim, self.shards, self.registry, learner_state)
         seed_steps = 0 if resume is not None else cfg.actor.seed_steps
         per_actor_seed = -(-seed_steps // topology.num_actors)
         self.actors = [
             RolloutActor.options(
                 max_restarts=cfg.run.max_actor_restarts, scheduling_strategy="SPREAD"
             ).remote(
-                env, cfg.actor, cfg.learner, i, cfg.run.seed, per_actor_seed, self.registry,
-                self.shards[assign_shard(i, cfg.replay.num_shards)], self.counters.incarnation,
+                env,
+                cfg.actor,
+                cfg.learner,
+                i,
+                cfg.run.seed,
+                per_actor_seed,
+                self.registry,
+                self.shards[assign_shard(i, cfg.replay.num_shards)],
+                self.counters.incarnation,
             )
             for i in range(topology.num_actors)
         ]
         self.eval_actor = EvalActor.remote(env, cfg.learner) if cfg.run.eval_every_frames else None
         self.actor_restarts = 0
-        self.actor_versions = [0] * topology.num_actors  # newest weights version each actor acted with
+        self.actor_versions = [
+            0
+        ] * topology.num_actors  # newest weights version each actor acted with
         self.curve: list[tuple[int, float, float]] = []
         self.last_learner_row: dict[str, float] = {}
         self.last_return: float | None = None
@@ -144,7 +166,9 @@ class Driver:
         for i, actor in enumerate(self.actors):
             pending[actor.run_for.remote(ACTOR_CALL_STEPS)] = ("actor", i, time.monotonic())
         pending[self.learner.train_for.remote(LEARNER_CALL_S)] = ("learner", 0, time.monotonic())
-        next_eval = counters.env_frames + cfg.run.eval_every_frames if cfg.run.eval_every_frames else None
+        next_eval = (
+            counters.env_frames + cfg.run.eval_every_frames if cfg.run.eval_every_frames else None
+        )
         next_checkpoint = counters.updates + cfg.run.checkpoint_every_updates
         window, next_log = Window(), time.monotonic() + cfg.run.log_every_s
         learner_alive = True
@@ -156,7 +180,11 @@ class Driver:
                     kind, index, _ = pending.pop(ref)
                     if kind == "actor":
                         self._on_actor_reply(ref, index, window)
-                        pending[self.actors[index].run_for.remote(ACTOR_CALL_STEPS)] = ("actor", index, time.monotonic())
+                        pending[self.actors[index].run_for.remote(ACTOR_CALL_STEPS)] = (
+                            "actor",
+                            index,
+                            time.monotonic(),
+                        )
                     elif kind == "learner":
                         try:
                             self.last_learner_row = ray.get(ref)
@@ -164,11 +192,19 @@ class Driver:
                             learner_alive = False
                             raise self._learner_died(err) from err
                         counters.updates = int(self.last_learner_row["learner/updates"])
-                        pending[self.learner.train_for.remote(LEARNER_CALL_S)] = ("learner", 0, time.monotonic())
+                        pending[self.learner.train_for.remote(LEARNER_CALL_S)] = (
+                            "learner",
+                            0,
+                            time.monotonic(),
+                        )
                     elif kind == "eval":
                         self._on_eval_reply(ref, index, logger)
                 self._check_hung(pending)
-                if next_eval is not None and counters.env_frames >= next_eval and not any(k == "eval" for k, *_ in pending.values()):
+                if (
+                    next_eval is not None
+                    and counters.env_frames >= next_eval
+                    and not any(k == "eval" for k, *_ in pending.values())
+                ):
                     next_eval += cfg.run.eval_every_frames
                     pending[self._start_eval()] = ("eval", counters.env_frames, time.monotonic())
                 if counters.updates >= next_checkpoint:
@@ -197,7 +233,11 @@ class Driver:
         except (RayActorError, RayTaskError) as err:
             # Ray restarts the process (max_restarts); it comes back with fresh env seeds and streams.
             self.actor_restarts += 1
-            log.warning("rollout actor %d failed (%s); restarted, collection goes on", index, type(err).__name__)
+            log.warning(
+                "rollout actor %d failed (%s); restarted, collection goes on",
+                index,
+                type(err).__name__,
+            )
             if self.actor_restarts > self.cfg.run.max_actor_restarts:
                 raise RuntimeError(
                     f"rollout actors failed {self.actor_restarts} times (> run.max_actor_restarts); "
@@ -219,9 +259,13 @@ class Driver:
     def _start_eval(self) -> ray.ObjectRef:
         latest = ray.get(self.registry.latest.remote(0), timeout=self.cfg.run.remote_timeout_s)
         frames = self.counters.env_frames
-        video = str(self.run.eval_dir / f"eval_{frames:010d}.mp4") if self.cfg.run.eval_video else None
+        video = (
+            str(self.run.eval_dir / f"eval_{frames:010d}.mp4") if self.cfg.run.eval_video else None
+        )
         # Fresh tracks: eval seeds come from their own seed domain, moved on at every evaluation.
-        return self.eval_actor.evaluate.remote(latest[0], self.cfg.run.eval_episodes, self.cfg.run.seed + len(self.curve), video)
+        return self.eval_actor.evaluate.remote(
+            latest[0], self.cfg.run.eval_episodes, self.cfg.run.seed + len(self.curve), video
+        )
 
     def _on_eval_reply(self, ref: ray.ObjectRef, frames: int, logger: MetricsLogger) -> None:
         try:
@@ -230,11 +274,19 @@ class Driver:
             log.warning("evaluation at %d frames failed: %s", frames, err)
             return
         self.curve.append((frames, result.mean_return, result.std_return))
-        logger.write(frames, {"eval/return_mean": result.mean_return, "eval/return_std": result.std_return,
-                              "eval/episode_length_mean": float(np.mean(result.lengths))})
+        logger.write(
+            frames,
+            {
+                "eval/return_mean": result.mean_return,
+                "eval/return_std": result.std_return,
+                "eval/episode_length_mean": float(np.mean(result.lengths)),
+            },
+        )
         plot_learning_curve(self.curve, self.run.eval_dir / "learning_curve.png")
         try:
-            image = ray.get(self.learner.reconstruction_image.remote(), timeout=self.cfg.run.remote_timeout_s)
+            image = ray.get(
+                self.learner.reconstruction_image.remote(), timeout=self.cfg.run.remote_timeout_s
+            )
         except (RayActorError, RayTaskError, GetTimeoutError):
             image = None
         if image is not None:
@@ -247,14 +299,20 @@ class Driver:
             if now - started <= limit:
                 continue
             if kind == "learner":
-                raise LearnerDiedError(f"the learner has not answered for {limit:.0f} s (run.remote_timeout_s); {self._resume_hint()}")
+                raise LearnerDiedError(
+                    f"the learner has not answered for {limit:.0f} s (run.remote_timeout_s); {self._resume_hint()}"
+                )
             if kind == "actor":
-                log.warning("rollout actor %d hung for %.0f s; killing it so Ray restarts it", index, limit)
+                log.warning(
+                    "rollout actor %d hung for %.0f s; killing it so Ray restarts it", index, limit
+                )
                 ray.kill(self.actors[index], no_restart=False)
                 pending[ref] = (kind, index, now)
 
     def _learner_died(self, err: Exception) -> LearnerDiedError:
-        return LearnerDiedError(f"the learner process died ({type(err).__name__}: {err}); {self._resume_hint()}")
+        return LearnerDiedError(
+            f"the learner process died ({type(err).__name__}: {err}); {self._resume_hint()}"
+        )
 
     def _resume_hint(self) -> str:
         latest = self.run.latest_checkpoint()
@@ -274,14 +332,18 @@ class Driver:
     def _log(self, logger: MetricsLogger, bar: ProgressBar, window: Window) -> None:
         elapsed = max(time.monotonic() - window.start, 1e-9)
         row: dict[str, float] = dict(self.last_learner_row)
-        row.update({
-            "counters/env_frames": self.counters.env_frames,
-            "counters/env_steps": self.counters.env_steps,
-            "counters/episodes": self.counters.episodes,
-            "actors/env_frames_per_s": window.env_frames / elapsed,
-            "actors/send_wait_fraction": window.send_wait_s / elapsed / max(len(self.actors), 1),
-            "actors/restarts": self.actor_restarts,
-        })
+        row.update(
+            {
+                "counters/env_frames": self.counters.env_frames,
+                "counters/env_steps": self.counters.env_steps,
+                "counters/episodes": self.counters.episodes,
+                "actors/env_frames_per_s": window.env_frames / elapsed,
+                "actors/send_wait_fraction": window.send_wait_s
+                / elapsed
+                / max(len(self.actors), 1),
+                "actors/restarts": self.actor_restarts,
+            }
+        )
         if window.returns:
             row["actors/episode_return"] = float(np.mean(window.returns))
             row["actors/episode_length"] = float(np.mean(window.lengths))
@@ -295,8 +357,13 @@ class Driver:
         except (GetTimeoutError, RayActorError, RayTaskError):
             pass  # a restarting shard: its stats come with the next row
         logger.write(self.counters.env_frames, row)
-        bar.update(self.counters.env_frames, self.counters.updates, self.last_return,
-                   row["actors/env_frames_per_s"], row.get("learner/updates_per_s", 0.0))
+        bar.update(
+            self.counters.env_frames,
+            self.counters.updates,
+            self.last_return,
+            row["actors/env_frames_per_s"],
+            row.get("learner/updates_per_s", 0.0),
+        )
 
 
 def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
@@ -312,13 +379,19 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
         resources = init_ray(cfg.run.address)
         topology = plan_topology(cfg, int(resources.get("CPU", 1)) - 1, resources.get("GPU", 0))
     run = RunDir.create(cfg)
-    print(f"sacae: run directory {run.path}; {topology.num_actors} actors, {cfg.replay.num_shards} shards, "
-          f"learner on {'GPU' if topology.learner_gpus else 'CPU'}", flush=True)
+    print(
+        f"sacae: run directory {run.path}; {topology.num_actors} actors, {cfg.replay.num_shards} shards, "
+        f"learner on {'GPU' if topology.learner_gpus else 'CPU'}",
+        flush=True,
+    )
     driver = Driver(cfg, run, topology, resume)
     try:
         return driver.train()
     except KeyboardInterrupt:
-        print(f"\nsacae: interrupted; checkpoint written; continue with: sacae train --resume {run.path}", flush=True)
+        print(
+            f"\nsacae: interrupted; checkpoint written; continue with: sacae train --resume {run.path}",
+            flush=True,
+        )
         return driver.counters
     finally:
         if local:

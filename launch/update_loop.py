@@ -19,7 +19,9 @@ class UpdateLoop:
     Metrics stay device tensors until `report()`, which syncs once per report, not per update.
     """
 
-    def __init__(self, learner: SacAeLearner, publish: Callable[[PolicyWeights], None], publish_every: int):
+    def __init__(
+        self, learner: SacAeLearner, publish: Callable[[PolicyWeights], None], publish_every: int
+    ):
         self.learner = learner
         self.publish = publish
         self.publish_every = publish_every
@@ -47,8 +49,10 @@ class UpdateLoop:
         now = time.perf_counter()
         row: dict[str, float] = {"learner/updates": float(self.learner.updates)}
         if self._count:
-            stacked = torch.stack([v.float() / self._count for v in self._sums.values()]).cpu().tolist()
-            row.update(zip(self._sums.keys(), stacked))
+            stacked = (
+                torch.stack([v.float() / self._count for v in self._sums.values()]).cpu().tolist()
+            )
+            row.update(zip(self._sums.keys(), stacked, strict=True))
             row["learner/policy_lag"] = self._lag_sum / self._count
         row["learner/updates_per_s"] = self._count / max(now - self._since, 1e-9)
         row["learner/weights_version"] = float(self.learner.weights_version)

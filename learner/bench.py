@@ -28,12 +28,27 @@ class StraightforwardLearner(SacAeLearner):
         super().__init__(*args, **kwargs)
         cfg, nets = self.cfg, self.nets
         adam = torch.optim.Adam
-        self.critic_opt = adam(nets.critic.parameters(), lr=cfg.critic_lr, betas=(cfg.critic_beta, 0.999), foreach=False)
-        self.policy_opt = adam(nets.policy.parameters(), lr=cfg.policy_lr, betas=(cfg.policy_beta, 0.999), foreach=False)
-        self.alpha_opt = adam([self.log_alpha], lr=cfg.alpha_lr, betas=(cfg.alpha_beta, 0.999), foreach=False)
+        self.critic_opt = adam(
+            nets.critic.parameters(),
+            lr=cfg.critic_lr,
+            betas=(cfg.critic_beta, 0.999),
+            foreach=False,
+        )
+        self.policy_opt = adam(
+            nets.policy.parameters(),
+            lr=cfg.policy_lr,
+            betas=(cfg.policy_beta, 0.999),
+            foreach=False,
+        )
+        self.alpha_opt = adam(
+            [self.log_alpha], lr=cfg.alpha_lr, betas=(cfg.alpha_beta, 0.999), foreach=False
+        )
         self.encoder_opt = adam(nets.critic.encoder.parameters(), lr=cfg.encoder_lr, foreach=False)
         self.decoder_opt = adam(
-            nets.decoder.parameters(), lr=cfg.decoder_lr, weight_decay=cfg.decoder_weight_decay, foreach=False
+            nets.decoder.parameters(),
+            lr=cfg.decoder_lr,
+            weight_decay=cfg.decoder_weight_decay,
+            foreach=False,
         )
 
     def _update(self, batch: DeviceBatch) -> dict[str, torch.Tensor]:
@@ -52,18 +67,25 @@ class StraightforwardLearner(SacAeLearner):
             self.alpha_opt.step()
         if self.updates % cfg.target_update_every == 0:
             with torch.no_grad():
-                for pairs, tau in ((self._q_pairs, cfg.critic_tau), (self._enc_pairs, cfg.encoder_tau)):
+                for pairs, tau in (
+                    (self._q_pairs, cfg.critic_tau),
+                    (self._enc_pairs, cfg.encoder_tau),
+                ):
                     for target, source in zip(*pairs, strict=True):
                         target.data.copy_(tau * source.data + (1 - tau) * target.data)
         metrics.update(self._decoder_step(batch.obs, None))
         return metrics
 
 
-def random_batch(batch_size: int, obs_shape: tuple[int, int, int], frame_stack: int = 3, seed: int = 0) -> SampledBatch:
+def random_batch(
+    batch_size: int, obs_shape: tuple[int, int, int], frame_stack: int = 3, seed: int = 0
+) -> SampledBatch:
     rng = np.random.default_rng(seed)
     c, h, w = obs_shape
     return SampledBatch(
-        frames=rng.integers(0, 256, (batch_size, frame_stack + 1, c // frame_stack, h, w), dtype=np.uint8),
+        frames=rng.integers(
+            0, 256, (batch_size, frame_stack + 1, c // frame_stack, h, w), dtype=np.uint8
+        ),
         actions=rng.uniform(-1, 1, (batch_size, 3)).astype(np.float32),
         rewards=rng.normal(size=batch_size).astype(np.float32),
         terminated=np.zeros(batch_size, np.float32),
@@ -71,7 +93,9 @@ def random_batch(batch_size: int, obs_shape: tuple[int, int, int], frame_stack: 
     )
 
 
-def measure_updates_per_s(learner: SacAeLearner, batch: SampledBatch, seconds: float, warmup: int = 2) -> float:
+def measure_updates_per_s(
+    learner: SacAeLearner, batch: SampledBatch, seconds: float, warmup: int = 2
+) -> float:
     """Updates/s including the host-to-device copy of every batch, as in training."""
     for _ in range(warmup):
         learner.update(batch)
@@ -112,11 +136,15 @@ def learner_bench(args: LearnerBenchArgs) -> dict:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     obs_shape = (9, args.image_size, args.image_size)
-    cfg = LearnerConfig(batch_size=args.batch_size, device=args.device, compile=args.compile, bf16=args.bf16)
+    cfg = LearnerConfig(
+        batch_size=args.batch_size, device=args.device, compile=args.compile, bf16=args.bf16
+    )
     batch = random_batch(args.batch_size, obs_shape)
     learner = SacAeLearner(obs_shape, 3, cfg)
     result = {
-        "device": torch.cuda.get_device_name() if learner.device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "device": torch.cuda.get_device_name()
+        if learner.device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()}",
         "batch_size": args.batch_size,
         "obs_shape": list(obs_shape),
         "updates_per_s": round(measure_updates_per_s(learner, batch, args.seconds), 3),
@@ -124,8 +152,12 @@ def learner_bench(args: LearnerBenchArgs) -> dict:
         "bf16": args.bf16,
     }
     if args.baseline:
-        plain = StraightforwardLearner(obs_shape, 3, LearnerConfig(batch_size=args.batch_size, device=args.device))
-        result["baseline_updates_per_s"] = round(measure_updates_per_s(plain, batch, args.seconds), 3)
+        plain = StraightforwardLearner(
+            obs_shape, 3, LearnerConfig(batch_size=args.batch_size, device=args.device)
+        )
+        result["baseline_updates_per_s"] = round(
+            measure_updates_per_s(plain, batch, args.seconds), 3
+        )
         result["speedup"] = round(result["updates_per_s"] / result["baseline_updates_per_s"], 3)
     return result
 

@@ -105,6 +105,16 @@ class LearnerConfig:
         for name in ("policy_update_every", "target_update_every", "decoder_update_every"):
             value = getattr(self, name)
             require(value >= 1, f"learner.{name}", value, ">= 1")
-        require(self.decoder_latent_lambda >= 0, "learner.decoder_latent_lambda", self.decoder_latent_lambda, ">= 0")
-        require(self.decoder_weight_decay >= 0, "learner.decoder_weight_decay", self.decoder_weight_decay, ">= 0")
+        require(
+            self.decoder_latent_lambda >= 0,
+            "learner.decoder_latent_lambda",
+            self.decoder_latent_lambda,
+            ">= 0",
+        )
+        require(
+            self.decoder_weight_decay >= 0,
+            "learner.decoder_weight_decay",
+            self.decoder_weight_decay,
+            ">= 0",
+        )
         require(self.updates_per_step > 0, "learner.updates_per_step", self.updates_per_step, "> 0")

@@ -26,7 +26,9 @@ def pick_device(choice: str = "auto") -> torch.device:
     """Decide the learner's device once: CUDA when present (or asked for), else the CPU."""
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("learner.device is 'cuda' but no CUDA device is visible; use --learner.device auto")
+            raise RuntimeError(
+                "learner.device is 'cuda' but no CUDA device is visible; use --learner.device auto"
+            )
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -42,12 +44,18 @@ class DeviceBatch:
     terminated: torch.Tensor
 
 
-def _adam(params, lr: float, beta1: float, device: torch.device, weight_decay: float = 0.0) -> torch.optim.Adam:
+def _adam(
+    params, lr: float, beta1: float, device: torch.device, weight_decay: float = 0.0
+) -> torch.optim.Adam:
     # Fused Adam (one kernel for all parameters) where this torch supports it on the device.
     try:
-        return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(
+            params, lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay, fused=True
+        )
     except (RuntimeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay, foreach=True)
+        return torch.optim.Adam(
+            params, lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay, foreach=True
+        )
 
 
 class SacAeLearner:
@@ -72,10 +80,17 @@ class SacAeLearner:
         if cfg.channels_last and on_cuda:
             self.nets.to(memory_format=torch.channels_last)
         if cfg.compile and on_cuda:
-            for module in (self.nets.critic, self.nets.critic_target, self.nets.policy, self.nets.decoder):
+            for module in (
+                self.nets.critic,
+                self.nets.critic_target,
+                self.nets.policy,
+                self.nets.decoder,
+            ):
                 module.compile()  # in place: attribute access (encoder, trunk) keeps working
         self._autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and on_cuda)
-        self.log_alpha = torch.tensor(math.log(cfg.init_temperature), device=self.device, requires_grad=True)
+        self.log_alpha = torch.tensor(
+            math.log(cfg.init_temperature), device=self.device, requires_grad=True
+        )
         self.target_entropy = -float(action_dim)
         self.updates = 0
         self.weights_version = 0
@@ -89,7 +104,11 @@ class SacAeLearner:
         self.alpha_opt = _adam([self.log_alpha], cfg.alpha_lr, cfg.alpha_beta, self.device)
         self.encoder_opt = _adam(critic.encoder.parameters(), cfg.encoder_lr, 0.9, self.device)
         self.decoder_opt = _adam(
-            self.nets.decoder.parameters(), cfg.decoder_lr, 0.9, self.device, cfg.decoder_weight_decay
+            self.nets.decoder.parameters(),
+            cfg.decoder_lr,
+            0.9,
+            self.device,
+            cfg.decoder_weight_decay,
         )
         # Target parameter lists for the fused soft updates.
         target, online = self.nets.critic_target, critic
@@ -112,7 +131,11 @@ class SacAeLearner:
 
         def put(array: np.ndarray) -> torch.Tensor:
             tensor = torch.from_numpy(np.ascontiguousarray(array))
-            return tensor.pin_memory().to(self.device, non_blocking=True) if pin else tensor.to(self.device)
+            return (
+                tensor.pin_memory().to(self.device, non_blocking=True)
+                if pin
+                else tensor.to(self.device)
+            )
 
         frames = put(batch.frames)  # [B, S+1, C, H, W] uint8
         stack = frames.shape[1] - 1
@@ -163,7 +186,13 @@ class SacAeLearner:
             _, next_action, next_log_pi, _ = nets.policy(batch.next_obs)
             next_q1, next_q2 = nets.critic_target(batch.next_obs, next_action)
             target = losses.td_target(
-                batch.rewards, batch.terminated, self.cfg.gamma, next_q1, next_q2, self.alpha, next_log_pi
+                batch.rewards,
+                batch.terminated,
+                self.cfg.gamma,
+                next_q1,
+                next_q2,
+                self.alpha,
+                next_log_pi,
             )
         q1, q2 = nets.critic(batch.obs, batch.actions)
         loss = losses.critic_loss(q1, q2, target)
@@ -181,7 +210,9 @@ class SacAeLearner:
         nets = self.nets
         # The policy sees detached conv features through its own Linear+LayerNorm head; the critic
         # evaluates the sampled action on detached features too (no gradient reaches the trunk).
-        _, action, log_pi, log_std = nets.policy.from_latent(nets.policy.encoder.head(conv_features))
+        _, action, log_pi, log_std = nets.policy.from_latent(
+            nets.policy.encoder.head(conv_features)
+        )
         # Gradients flow through the critic to the action only; its own parameters need none.
         nets.critic.requires_grad_(False)
         try:
@@ -206,20 +237,27 @@ class SacAeLearner:
             "learner/policy_log_std": log_std.detach().mean(),
         }
 
-    def _decoder_step(self, obs: torch.Tensor, conv_obs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _decoder_step(
+        self, obs: torch.Tensor, conv_obs: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         encoder = self.nets.critic.encoder
         if conv_obs is None:
             conv_obs = encoder.trunk(obs)
         latent = encoder.head(conv_obs)
         reconstruction = self.nets.decoder(latent)
         target = losses.reconstruction_target(obs)
-        loss, mse = losses.reconstruction_loss(reconstruction, target, latent, self.cfg.decoder_latent_lambda)
+        loss, mse = losses.reconstruction_loss(
+            reconstruction, target, latent, self.cfg.decoder_latent_lambda
+        )
         self.encoder_opt.zero_grad(set_to_none=True)
         self.decoder_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.encoder_opt.step()
         self.decoder_opt.step()
-        return {"learner/reconstruction_loss": loss.detach(), "learner/reconstruction_mse": mse.detach()}
+        return {
+            "learner/reconstruction_loss": loss.detach(),
+            "learner/reconstruction_mse": mse.detach(),
+        }
 
     # -- weights and state ------------------------------------------------------------------------
 

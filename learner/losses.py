@@ -32,7 +32,9 @@ def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> tor
     return F.mse_loss(q1, target) + F.mse_loss(q2, target)
 
 
-def policy_loss(alpha: torch.Tensor, log_pi: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+def policy_loss(
+    alpha: torch.Tensor, log_pi: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor
+) -> torch.Tensor:
     """SAC policy objective: E[alpha * log pi(a|s) - min(Q1, Q2)(s, a)], a ~ pi reparameterised."""
     return (alpha * log_pi - torch.min(q1, q2)).mean()
 

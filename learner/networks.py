@@ -42,7 +42,9 @@ def init_weights(module: nn.Module) -> None:
             module.weight.zero_()
             module.bias.zero_()
             centre = module.weight.shape[2] // 2
-            nn.init.orthogonal_(module.weight[:, :, centre, centre], gain=nn.init.calculate_gain("relu"))
+            nn.init.orthogonal_(
+                module.weight[:, :, centre, centre], gain=nn.init.calculate_gain("relu")
+            )
 
 
 class ConvTrunk(nn.Module):
@@ -93,12 +95,17 @@ class Decoder(nn.Module):
         self.fc = nn.Linear(latent_dim, trunk.output_dim)
         num_layers = len(trunk.convs)
         self.deconvs = nn.ModuleList(
-            [nn.ConvTranspose2d(num_filters, num_filters, 3, stride=1) for _ in range(num_layers - 1)]
+            [
+                nn.ConvTranspose2d(num_filters, num_filters, 3, stride=1)
+                for _ in range(num_layers - 1)
+            ]
         )
         first_h, first_w = trunk.spatial_sizes[0]
         # output_padding recovers the row/col that the stride-2 conv floored away.
         pad = (height - ((first_h - 1) * 2 + 3), width - ((first_w - 1) * 2 + 3))
-        self.deconvs.append(nn.ConvTranspose2d(num_filters, channels, 3, stride=2, output_padding=pad))
+        self.deconvs.append(
+            nn.ConvTranspose2d(num_filters, channels, 3, stride=2, output_padding=pad)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.fc(z)).view(-1, *self.start_shape)
@@ -146,7 +153,9 @@ class Policy(nn.Module):
         noise = torch.randn_like(mu)
         pi = mu + noise * log_std.exp()
         # Gaussian log-density of pi, written in terms of the standard-normal noise.
-        log_pi = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - 0.5 * math.log(2 * math.pi) * mu.shape[-1]
+        log_pi = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - 0.5 * math.log(
+            2 * math.pi
+        ) * mu.shape[-1]
         mu, pi, log_pi = squash(mu, pi, log_pi)
         return mu, pi, log_pi, log_std
 
@@ -178,7 +187,9 @@ class Critic(nn.Module):
         self.q1 = QFunction(cfg.latent_dim, action_dim, cfg.hidden_dim)
         self.q2 = QFunction(cfg.latent_dim, action_dim, cfg.hidden_dim)
 
-    def from_latent(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def from_latent(
+        self, z: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q1(z, action), self.q2(z, action)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, detach_trunk: bool = False):

@@ -36,11 +36,28 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         require(self.capacity >= 1, "replay.capacity", self.capacity, ">= 1")
         require(self.num_shards >= 1, "replay.num_shards", self.num_shards, ">= 1")
-        require(self.capacity >= self.num_shards * 16, "replay.capacity", self.capacity, ">= 16 per shard")
+        require(
+            self.capacity >= self.num_shards * 16,
+            "replay.capacity",
+            self.capacity,
+            ">= 16 per shard",
+        )
         require(self.min_size >= 1, "replay.min_size", self.min_size, ">= 1")
-        require(self.min_size <= self.capacity, "replay.min_size", self.min_size, f"<= replay.capacity ({self.capacity})")
-        require(self.rate_tolerance >= 1, "replay.rate_tolerance", self.rate_tolerance, ">= 1 (a narrower buffer can block actors and learner at once)")
+        require(
+            self.min_size <= self.capacity,
+            "replay.min_size",
+            self.min_size,
+            f"<= replay.capacity ({self.capacity})",
+        )
+        require(
+            self.rate_tolerance >= 1,
+            "replay.rate_tolerance",
+            self.rate_tolerance,
+            ">= 1 (a narrower buffer can block actors and learner at once)",
+        )
         require(self.prefetch >= 1, "replay.prefetch", self.prefetch, ">= 1")
-        require(self.snapshot_every_s >= 0, "replay.snapshot_every_s", self.snapshot_every_s, ">= 0")
+        require(
+            self.snapshot_every_s >= 0, "replay.snapshot_every_s", self.snapshot_every_s, ">= 0"
+        )
         require(self.sample_timeout_s > 0, "replay.sample_timeout_s", self.sample_timeout_s, "> 0")
         require(self.insert_timeout_s > 0, "replay.insert_timeout_s", self.insert_timeout_s, "> 0")

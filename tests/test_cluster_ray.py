@@ -31,7 +31,9 @@ def cluster():
         ray.shutdown()
     # Fast health checks: a removed node is declared dead in seconds, not Ray's default ~30 s.
     system_config = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "_system_config": system_config})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "_system_config": system_config}
+    )
     workers = [cluster.add_node(num_cpus=2) for _ in range(3)]
     ray.init(address=cluster.address)
     cluster.wait_for_nodes()
@@ -48,8 +50,12 @@ def test_cluster_placement_weight_delivery_and_node_loss(tmp_path, cluster):
         actor=dataclasses.replace(base.actor, num_actors=3),
         replay=dataclasses.replace(base.replay, num_shards=2, snapshot_every_s=1.0),
         run=dataclasses.replace(
-            base.run, address=cluster.address, run_dir=str(tmp_path / "run"), total_env_frames=1200,
-            eval_every_frames=0, progress_bar=False,
+            base.run,
+            address=cluster.address,
+            run_dir=str(tmp_path / "run"),
+            total_env_frames=1200,
+            eval_every_frames=0,
+            progress_bar=False,
         ),
     )
     topology = plan_topology(cfg, cpus=8, gpus=0)

@@ -109,7 +109,9 @@ def test_policy_step_leaves_conv_untouched_and_moves_policy():
 def test_critic_step_moves_trunk_and_heads_not_policy_or_decoder():
     learner = SacAeLearner((9, 84, 84), 3, TINY)
     nets = learner.nets
-    before = {name: snapshot(getattr(nets, name)) for name in ("critic", "decoder", "critic_target")}
+    before = {
+        name: snapshot(getattr(nets, name)) for name in ("critic", "decoder", "critic_target")
+    }
     policy_mlp = snapshot(nets.policy.trunk)
     learner._critic_step(learner.to_device(make_batch()))
     moved = changed(before["critic"], nets.critic)
@@ -182,7 +184,9 @@ def test_td_target_termination_removes_bootstrap_truncation_keeps_it():
     q = torch.tensor([[5.0], [5.0]])
     log_pi = torch.tensor([[-1.0], [-1.0]])
     alpha = torch.tensor(0.1)
-    terminated = torch.tensor([[1.0], [0.0]])  # the second is a time-limit truncation: not terminated
+    terminated = torch.tensor(
+        [[1.0], [0.0]]
+    )  # the second is a time-limit truncation: not terminated
     y = losses.td_target(r, terminated, 0.99, q, q + 1, alpha, log_pi)
     assert y[0].item() == pytest.approx(1.0)
     assert y[1].item() == pytest.approx(1.0 + 0.99 * (5.0 + 0.1))
@@ -192,9 +196,13 @@ def test_learner_target_equals_reward_when_terminated():
     learner = SacAeLearner((9, 84, 84), 3, TINY)
     batch = make_batch(terminated=1.0)
     metrics = learner._critic_step(learner.to_device(batch))
-    assert float(metrics["learner/target_q_mean"]) == pytest.approx(float(batch.rewards.mean()), abs=1e-6)
+    assert float(metrics["learner/target_q_mean"]) == pytest.approx(
+        float(batch.rewards.mean()), abs=1e-6
+    )
     metrics = learner._critic_step(learner.to_device(make_batch(terminated=0.0)))
-    assert float(metrics["learner/target_q_mean"]) != pytest.approx(float(batch.rewards.mean()), abs=1e-3)
+    assert float(metrics["learner/target_q_mean"]) != pytest.approx(
+        float(batch.rewards.mean()), abs=1e-3
+    )
 
 
 def test_same_seed_and_batch_give_identical_parameters():
@@ -255,15 +263,21 @@ def test_metrics_are_tensors_with_expected_keys():
     learner = SacAeLearner((9, 84, 84), 3, TINY)
     metrics = learner.update(make_batch())
     expected = {
-        "learner/critic_loss", "learner/policy_loss", "learner/alpha_loss", "learner/alpha",
-        "learner/entropy", "learner/q1_mean", "learner/reconstruction_mse",
+        "learner/critic_loss",
+        "learner/policy_loss",
+        "learner/alpha_loss",
+        "learner/alpha",
+        "learner/entropy",
+        "learner/q1_mean",
+        "learner/reconstruction_mse",
     }
     assert expected <= set(metrics)
     assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in metrics.values())
 
 
 @pytest.mark.parametrize(
-    "field, value", [("batch_size", 0), ("gamma", 1.5), ("critic_tau", 0.0), ("policy_update_every", 0)]
+    "field, value",
+    [("batch_size", 0), ("gamma", 1.5), ("critic_tau", 0.0), ("policy_update_every", 0)],
 )
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"learner.{field}"):

@@ -29,8 +29,13 @@ def toy_config(tmp_path, total_frames: int) -> TrainConfig:
         replay=ReplayConfig(capacity=20_000, min_size=500, rate_tolerance=4),
         learner=LearnerConfig(batch_size=64, latent_dim=16, num_filters=8, hidden_dim=64),
         run=RunConfig(
-            total_env_frames=total_frames, run_dir=str(tmp_path / "run"), eval_every_frames=total_frames,
-            eval_episodes=20, weights_publish_every=1, log_every_s=5.0, progress_bar=False,
+            total_env_frames=total_frames,
+            run_dir=str(tmp_path / "run"),
+            eval_every_frames=total_frames,
+            eval_episodes=20,
+            weights_publish_every=1,
+            log_every_s=5.0,
+            progress_bar=False,
         ),
     )
 
@@ -53,7 +58,9 @@ def random_return(episodes: int = 50) -> float:
 def test_serial_sac_ae_learns_dot_reach(tmp_path):
     torch.set_num_threads(2)
     assert random_return() < RETURN_THRESHOLD - 4
-    result = train_serial(toy_config(tmp_path, total_frames=5000), env_factory=DotReach, max_seconds=300)
+    result = train_serial(
+        toy_config(tmp_path, total_frames=5000), env_factory=DotReach, max_seconds=300
+    )
     assert result.updates >= 4000, f"only {result.updates} updates ran"
     assert result.eval_returns, "no evaluation ran"
     assert result.eval_returns[-1] > RETURN_THRESHOLD, f"eval return {result.eval_returns[-1]:.2f}"

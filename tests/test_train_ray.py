@@ -22,8 +22,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def small_config(tmp_path, total_frames: int, **run_overrides):
     cfg = smoke()
     run = dataclasses.replace(
-        cfg.run, run_dir=str(tmp_path / "run"), total_env_frames=total_frames, progress_bar=False,
-        eval_every_frames=total_frames, **run_overrides,
+        cfg.run,
+        run_dir=str(tmp_path / "run"),
+        total_env_frames=total_frames,
+        progress_bar=False,
+        eval_every_frames=total_frames,
+        **run_overrides,
     )
     return dataclasses.replace(cfg, run=run)
 
@@ -54,8 +58,16 @@ def test_end_to_end_smoke_then_resume(tmp_path, ray_six_cpus):
     assert counters.updates >= 150, f"only {counters.updates} updates ran"
     rows = read_metrics(run_dir)
     keys = set().union(*rows)
-    for key in ("learner/critic_loss", "learner/alpha", "learner/policy_lag", "actors/env_frames_per_s",
-                "replay/size", "sampler/wait_s", "eval/return_mean", "counters/env_frames"):
+    for key in (
+        "learner/critic_loss",
+        "learner/alpha",
+        "learner/policy_lag",
+        "actors/env_frames_per_s",
+        "replay/size",
+        "sampler/wait_s",
+        "eval/return_mean",
+        "counters/env_frames",
+    ):
         assert key in keys, key
     documented = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
     for key in keys - {"env_frames", "time"}:

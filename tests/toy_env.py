@@ -33,7 +33,9 @@ class DotReach:
     def _draw(self) -> np.ndarray:
         frame = np.zeros(self.frame_shape, np.uint8)
         for pos, channel in ((self.target, 1), (self.pos, 0)):
-            r, c = np.clip(((pos + 1) / 2 * (self.size - DOT)).round().astype(int), 0, self.size - DOT)
+            r, c = np.clip(
+                ((pos + 1) / 2 * (self.size - DOT)).round().astype(int), 0, self.size - DOT
+            )
             frame[channel, r : r + DOT, c : c + DOT] = 255
         return frame
 
@@ -59,7 +61,12 @@ class DotReach:
         reward = 10.0 * (before - float(np.linalg.norm(self.pos - self.target)))
         self._frames.append(self._draw())
         return StepResult(
-            obs=self._obs(), reward=reward, terminated=False, truncated=self.t >= HORIZON, env_frames=1, info={}
+            obs=self._obs(),
+            reward=reward,
+            terminated=False,
+            truncated=self.t >= HORIZON,
+            env_frames=1,
+            info={},
         )
 
     @property
