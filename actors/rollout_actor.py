@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 
 import ray
 import torch
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.collector import Collector, CollectStats, actor_seeds
 from actors.config import ActorConfig, EnvConfig
@@ -95,38 +97,56 @@ class RegistryWeightSource:
         return None
 
 
+@dataclass
+class _Send:
+    """One chunk in flight to a shard: the call to wait on, and the chunk to send again if it is lost."""
+
+    chunk: TransitionChunk
+    ref: ray.ObjectRef
+    stored: bool = False
+    resends: int = 0
+
+
 class ShardSink:
     """A `Sink` to a replay shard actor. Tasks of one caller run in order, so chunks arrive in order.
 
-    A send completes when the shard stored the chunk AND its rate limiter lets this actor insert more.
-    An insert whose reply says `ready: False` (the shard held it back for its whole insert timeout)
-    is followed by `wait_insert` calls until the shard is ready, so the actor never runs ahead.
+    A send completes when the shard stored the chunk AND its rate limiter lets this actor insert more:
+    an insert whose reply says `ready: False` (held back for the shard's whole insert timeout) is
+    followed by `wait_insert` calls until the shard is ready, so the actor never runs ahead. A chunk
+    whose insert was lost because the shard restarted is sent again (at most MAX_RESENDS times);
+    the restarted shard restores its snapshot and links the chunk to nothing it no longer has.
     """
 
     FOLLOW_UP_WAIT_S = 10.0
+    MAX_RESENDS = 5
 
     def __init__(self, shard: ray.actor.ActorHandle):
         self._shard = shard
-        self._follow_up: dict[
-            ray.ObjectRef, ray.ObjectRef
-        ] = {}  # insert ref -> pending wait_insert ref
 
-    def send(self, chunk: TransitionChunk) -> ray.ObjectRef:
-        return self._shard.insert.remote(chunk)
+    def send(self, chunk: TransitionChunk) -> _Send:
+        return _Send(chunk, self._shard.insert.remote(chunk))
 
-    def wait(self, handle: ray.ObjectRef, timeout_s: float) -> bool:
+    def wait(self, handle: _Send, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        ref = self._follow_up.pop(handle, handle)
         while True:
-            ready, _ = ray.wait([ref], timeout=max(0.0, deadline - time.monotonic()))
+            ready, _ = ray.wait([handle.ref], timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
-                if ref is not handle:
-                    self._follow_up[handle] = ref
                 return False
-            info = ray.get(ref, timeout=RESOLVE_TIMEOUT_S)  # re-raises an error of the insert
+            try:
+                info = ray.get(handle.ref, timeout=RESOLVE_TIMEOUT_S)
+            except (ActorUnavailableError, RayActorError):
+                if handle.stored:  # only the follow-up wait was lost: ask the restarted shard again
+                    handle.ref = self._shard.wait_insert.remote(self.FOLLOW_UP_WAIT_S)
+                    continue
+                handle.resends += 1
+                if handle.resends > self.MAX_RESENDS:
+                    raise
+                handle.ref = self._shard.insert.remote(handle.chunk)
+                continue
+            handle.stored = True
             if info.get("ready", True):
                 return True
-            ref = self._shard.wait_insert.remote(self.FOLLOW_UP_WAIT_S)
+            handle.ref = self._shard.wait_insert.remote(self.FOLLOW_UP_WAIT_S)
 
 
 @ray.remote(num_cpus=1)

@@ -225,6 +225,14 @@ class Driver:
             bar.close()
         return counters
 
+    def close(self) -> None:
+        """Stop every process of the run (on a cluster they would otherwise outlive the driver)."""
+        handles = [*self.actors, *self.shards, self.learner, self.registry]
+        if self.eval_actor is not None:
+            handles.append(self.eval_actor)
+        for handle in handles:
+            ray.kill(handle, no_restart=True)
+
     # -- replies ----------------------------------------------------------------------------------
 
     def _on_actor_reply(self, ref: ray.ObjectRef, index: int, window: Window) -> None:

@@ -93,3 +93,4 @@ def test_cluster_placement_weight_delivery_and_node_loss(tmp_path, cluster):
     assert victim.node_id not in alive_nodes
     for actor in driver.actors:
         assert node_of(actor) in alive_nodes
+    driver.close()

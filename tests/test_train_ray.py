@@ -21,14 +21,14 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def small_config(tmp_path, total_frames: int, **run_overrides):
     cfg = smoke()
-    run = dataclasses.replace(
-        cfg.run,
-        run_dir=str(tmp_path / "run"),
-        total_env_frames=total_frames,
-        progress_bar=False,
-        eval_every_frames=total_frames,
+    fields = {
+        "run_dir": str(tmp_path / "run"),
+        "total_env_frames": total_frames,
+        "progress_bar": False,
+        "eval_every_frames": total_frames,
         **run_overrides,
-    )
+    }
+    run = dataclasses.replace(cfg.run, **fields)
     return dataclasses.replace(cfg, run=run)
 
 
@@ -52,7 +52,9 @@ def read_metrics(run_dir) -> list[dict]:
 
 def test_end_to_end_smoke_then_resume(tmp_path, ray_six_cpus):
     cfg = small_config(tmp_path, total_frames=1200)
-    counters = make_driver(cfg).train()
+    driver = make_driver(cfg)
+    counters = driver.train()
+    driver.close()
     run_dir = tmp_path / "run"
     assert counters.env_frames >= 1200 and counters.env_steps * 4 >= counters.env_frames
     assert counters.updates >= 150, f"only {counters.updates} updates ran"
@@ -84,7 +86,9 @@ def test_end_to_end_smoke_then_resume(tmp_path, ray_six_cpus):
 
     # Resume: counters continue from the checkpoint and learning goes on.
     resumed_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, total_env_frames=1800))
-    resumed = make_driver(resumed_cfg, resume=run_dir).train()
+    driver = make_driver(resumed_cfg, resume=run_dir)
+    resumed = driver.train()
+    driver.close()
     assert resumed.env_frames >= 1800
     assert resumed.updates > counters.updates
     assert load_checkpoint(run_dir)["counters"]["env_frames"] == resumed.env_frames
@@ -115,5 +119,6 @@ def test_killed_actor_and_shard_are_restarted_and_the_run_finishes(tmp_path, ray
     # The restarted shard came back from its snapshot.
     restored = ray.get(driver.shards[1].stats.remote(), timeout=30)
     assert restored["restored_from"] and restored["size"] > 0
-    # The restarted actor collects again (a new incarnation).
-    assert ray.get(driver.actors[0].ping.remote(), timeout=30) != 0
+    # Ray restarted the killed actor process (the actor itself may be busy in a call: ask the GCS).
+    assert ray._private.state.actors(driver.actors[0]._actor_id.hex())["NumRestarts"] >= 1
+    driver.close()

@@ -1,0 +1,121 @@
+"""Config composition, presets, the CLI's errors, topology planning and checkpoint validation (no Ray)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from launch.cli import main as cli_main
+from launch.config import PRESETS, TrainConfig, config_from_dict, load_config
+from launch.ray_setup import ClusterAddressError, _check_reachable
+from launch.run_dir import CheckpointError, RunDir, load_checkpoint
+from launch.train import plan_topology
+from learner.config import ConfigError
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid_and_round_trip_through_json(name, tmp_path):
+    cfg = PRESETS[name]()
+    path = cfg.save(tmp_path)
+    assert load_config(path) == cfg
+    assert json.loads(path.read_text())["env"]["crop"] == [0, 84, 6, 90]
+
+
+def test_carracing_preset_is_the_recipe():
+    cfg = PRESETS["carracing"]()
+    assert cfg.env.obs_shape == (9, 84, 84) and cfg.env.action_repeat == 4
+    assert (
+        cfg.learner.batch_size == 128
+        and cfg.learner.critic_tau == 0.01
+        and cfg.learner.encoder_tau == 0.05
+    )
+    assert cfg.samples_per_insert == 128
+
+
+def test_unknown_field_in_saved_config_is_refused():
+    data = json.loads(TrainConfig().to_json())
+    data["learner"]["batch_sise"] = 3
+    with pytest.raises(ConfigError, match="batch_sise"):
+        config_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--learner.batch-size", "0"], "learner.batch_size"),
+        (["train", "--replay.num-shards", "0"], "replay.num_shards"),
+        (["train", "--env.crop", "0", "84", "90", "6"], "env.crop"),
+        (["train", "--preset", "smoke", "--replay.min-size", "4"], "replay.min_size"),
+    ],
+)
+def test_cli_rejects_bad_values_naming_the_field(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv)
+    assert exc.value.code != 0
+    assert message in capsys.readouterr().err.replace("\n", " ").replace("│", "")
+
+
+def test_cli_resume_needs_a_run_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="no config.json"):
+        cli_main(["train", "--resume", str(tmp_path)])
+
+
+def test_unreachable_cluster_address_fails_fast_with_the_address():
+    with pytest.raises(ClusterAddressError, match="127.0.0.1:1"):
+        _check_reachable("127.0.0.1:1", timeout_s=2.0)
+    with pytest.raises(ClusterAddressError, match="HOST:PORT"):
+        _check_reachable("127.0.0.1:notaport")
+
+
+def test_topology_defaults_and_errors():
+    cfg = PRESETS["carracing"]()
+    topology = plan_topology(cfg, cpus=16, gpus=1)
+    assert topology.num_actors == 16 - 1 - cfg.replay.num_shards and topology.learner_gpus == 1
+    assert plan_topology(cfg, cpus=2, gpus=0).num_actors == 1  # never zero actors
+    with pytest.raises(SystemExit, match="require-gpu"):
+        plan_topology(
+            dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, require_gpu=True)),
+            cpus=4,
+            gpus=0,
+        )
+    two_shards = dataclasses.replace(
+        cfg,
+        replay=dataclasses.replace(cfg.replay, num_shards=3),
+        actor=dataclasses.replace(cfg.actor, num_actors=2),
+    )
+    with pytest.raises(SystemExit, match="num-shards"):
+        plan_topology(two_shards, cpus=8, gpus=0)
+
+
+def test_checkpoint_round_trip_and_corruption_is_refused(tmp_path):
+    cfg = dataclasses.replace(
+        PRESETS["smoke"](), run=dataclasses.replace(PRESETS["smoke"]().run, run_dir=str(tmp_path))
+    )
+    run = RunDir.create(cfg)
+    path = run.save_checkpoint({"weights": torch.ones(3)}, {"updates": 7, "env_frames": 100}, cfg)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded["counters"]["updates"] == 7 and torch.equal(
+        loaded["learner"]["weights"], torch.ones(3)
+    )
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(path)
+    assert path.exists(), "a bad checkpoint is reported, never deleted"
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_old_checkpoints_are_pruned(tmp_path):
+    cfg = dataclasses.replace(
+        PRESETS["smoke"](), run=dataclasses.replace(PRESETS["smoke"]().run, run_dir=str(tmp_path))
+    )
+    run = RunDir.create(cfg)
+    for updates in range(5):
+        run.save_checkpoint({}, {"updates": updates}, cfg)
+    assert [p.name for p in sorted(run.checkpoints.glob("*.pt"))] == [
+        f"ckpt_{u:010d}.pt" for u in (2, 3, 4)
+    ]
