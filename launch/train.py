@@ -126,8 +126,17 @@ class Driver:
         # The registry lives on the driver's node: it fails with the run, never on its own.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.registry = WeightsRegistry.options(scheduling_strategy=here).remote()
+        # With a GPU the learner goes where the GPU is; without one it stays on the driver's node
+        # (soft: elsewhere if that node is full), next to the registry it publishes to.
+        node = ray.get_runtime_context().get_node_id()
+        learner_place = (
+            "DEFAULT" if topology.learner_gpus else NodeAffinitySchedulingStrategy(node, soft=True)
+        )
         self.learner = RemoteLearnerWorker.options(
-            num_cpus=1, num_gpus=topology.learner_gpus, max_restarts=0
+            num_cpus=1,
+            num_gpus=topology.learner_gpus,
+            max_restarts=0,
+            scheduling_strategy=learner_place,
         ).remote(cfg, env.obs_shape, env.action_dim, self.shards, self.registry, learner_state)
         seed_steps = 0 if resume is not None else cfg.actor.seed_steps
         per_actor_seed = -(-seed_steps // topology.num_actors)
@@ -252,7 +261,7 @@ class Driver:
                     "see the actor logs under /tmp/ray/session_latest/logs"
                 ) from err
             return
-        self.actor_versions[index] = stats.weights_version
+        self.actor_versions[index] = max(self.actor_versions[index], stats.weights_version)
         c = self.counters
         c.env_frames += stats.env_frames
         c.env_steps += stats.agent_steps

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
 from replay.storage import empty_batch
 from replay.types import SampledBatch
@@ -152,6 +152,16 @@ class ReplaySampler:
                 batch, size = ray.get(part.ref, timeout=self.sample_timeout_s + _REPLY_GRACE_S)
             except GetTimeoutError:
                 pass  # the shard is busy beyond its own timeout: keep waiting for the same reply
+            except ObjectLostError as err:
+                # The reply lived on a node that died before we fetched it: ask again.
+                self._shard_failures += 1
+                log.warning(
+                    "a sample reply of replay shard %d was lost (%s); asking again",
+                    part.shard,
+                    type(err).__name__,
+                )
+                self._await_shard(part.shard, deadline)
+                part.ref = self._ask(part.shard, part.n)
             except RayActorError as err:
                 _raise_if_fatal(part.shard, err)
                 self._shard_failures += 1
