@@ -30,6 +30,8 @@ class RunConfig:
     """Ray address: 'local' starts a Ray instance on this machine bound to 127.0.0.1; anything else joins that cluster (e.g. 'auto' or 'HOST:6379')."""
     num_cpus: int = 0
     """CPUs given to a local Ray instance; 0 means all cores."""
+    learner_cpus: int = 1
+    """CPUs reserved for the learner process, also its torch threads (raise it for a CPU-only learner)."""
     require_gpu: bool = False
     """Fail at start when no GPU is available instead of learning on the CPU."""
     weights_publish_every: int = 100
@@ -56,6 +58,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         require(self.total_env_frames >= 1, "run.total_env_frames", self.total_env_frames, ">= 1")
         require(self.max_seconds >= 0, "run.max_seconds", self.max_seconds, ">= 0 (0 = no limit)")
+        require(self.learner_cpus >= 1, "run.learner_cpus", self.learner_cpus, ">= 1")
         require(self.num_cpus >= 0, "run.num_cpus", self.num_cpus, ">= 0 (0 = all cores)")
         require(bool(self.address), "run.address", self.address, "'local', 'auto' or HOST:PORT")
         require(

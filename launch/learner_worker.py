@@ -32,6 +32,7 @@ class LearnerWorker:
         state: dict | None = None,
     ):
         self.cfg = cfg
+        torch.set_num_threads(cfg.run.learner_cpus)  # Ray sets one thread per process otherwise
         self.learner = SacAeLearner(tuple(obs_shape), action_dim, cfg.learner, seed=cfg.run.seed)
         if state is not None:
             self.learner.load_state_dict(state)

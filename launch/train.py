@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ class Topology:
 
 def plan_topology(cfg: TrainConfig, cpus: int, gpus: float) -> Topology:
     """Actors default to the cores left after the learner and the shards (at least one)."""
-    num_actors = cfg.actor.num_actors or max(1, cpus - 1 - cfg.replay.num_shards)
+    num_actors = cfg.actor.num_actors or max(1, cpus - cfg.run.learner_cpus - cfg.replay.num_shards)
     if cfg.replay.num_shards > num_actors:
         raise SystemExit(
             f"error: replay.num_shards = {cfg.replay.num_shards} exceeds the {num_actors} rollout actors; "
@@ -64,7 +65,7 @@ def plan_topology(cfg: TrainConfig, cpus: int, gpus: float) -> Topology:
             "(`ray start --num-gpus 1`) or drop --run.require-gpu to learn on the CPU"
         )
     # Logical CPUs a local instance needs: learner, shards, actors, evaluation.
-    needed = 1 + cfg.replay.num_shards + num_actors + 1
+    needed = cfg.run.learner_cpus + cfg.replay.num_shards + num_actors + 1
     return Topology(
         num_actors=num_actors, learner_gpus=1.0 if gpus >= 1 else 0.0, ray_cpus=max(cpus, needed)
     )
@@ -133,7 +134,7 @@ class Driver:
             "DEFAULT" if topology.learner_gpus else NodeAffinitySchedulingStrategy(node, soft=True)
         )
         self.learner = RemoteLearnerWorker.options(
-            num_cpus=1,
+            num_cpus=cfg.run.learner_cpus,
             num_gpus=topology.learner_gpus,
             max_restarts=0,
             scheduling_strategy=learner_place,
@@ -402,6 +403,10 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
         flush=True,
     )
     driver = Driver(cfg, run, topology, resume)
+    # Ctrl-C and SIGTERM (`ray job stop`, a scheduler's kill) both end the run the same way: through
+    # the driver's `finally`, which writes a checkpoint. A shell's `&` would leave SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return driver.train()
     except KeyboardInterrupt:
@@ -413,6 +418,10 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
     finally:
         if local:
             ray.shutdown()
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _local_gpus() -> float:
