@@ -23,3 +23,29 @@ def ray_local():
     init_ray("local", num_cpus=4)
     yield ray
     ray.shutdown()
+
+
+def train_with_fault(driver, when, fault):
+    """Run `driver.train()` while a thread calls `fault()` once `when()` holds.
+
+    Returns (counters, injected): `injected` is False when the run ended before `when()` held.
+    """
+    import threading
+
+    injected, done = threading.Event(), threading.Event()
+
+    def inject():
+        while not when():
+            if done.wait(0.2):
+                return
+        fault()
+        injected.set()
+
+    thread = threading.Thread(target=inject, daemon=True)
+    thread.start()
+    try:
+        counters = driver.train()
+    finally:
+        done.set()
+        thread.join()
+    return counters, injected.is_set()

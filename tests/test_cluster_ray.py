@@ -7,10 +7,10 @@ mid-run takes its actors down without stopping the run: Ray restarts them on the
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import pytest
 import ray
+from conftest import train_with_fault
 from ray.cluster_utils import Cluster
 
 from launch.config import smoke
@@ -73,24 +73,15 @@ def test_cluster_placement_weight_delivery_and_node_loss(tmp_path, cluster):
         f"no worker node hosts an actor without the learner: {learner_node=} {actor_nodes=} {[w.node_id for w in workers]}"
     )
     victim = min(candidates, key=lambda w: w.node_id in shard_nodes)
-    removed, done = threading.Event(), threading.Event()
-
-    def remove_node_when_learning():
-        # Weights must have reached every actor, on every node, before the node goes.
-        while not all(v > 0 for v in driver.actor_versions):
-            if done.wait(0.2):
-                return
-        cluster.remove_node(victim)
-        removed.set()
-
-    thread = threading.Thread(target=remove_node_when_learning, daemon=True)
-    thread.start()
-    counters = driver.train()
-    done.set()
-    thread.join()
+    # Weights must have reached every actor, on every node, before the node goes.
+    counters, removed = train_with_fault(
+        driver,
+        lambda: all(v > 0 for v in driver.actor_versions),
+        lambda: cluster.remove_node(victim),
+    )
     assert counters.env_frames >= 2000 and counters.updates > 20
     assert driver.actor_restarts >= 1
-    assert removed.is_set(), "the node was never removed: weights did not reach every actor"
+    assert removed, "the node was never removed: weights did not reach every actor"
     assert all(version > 0 for version in driver.actor_versions), driver.actor_versions
     alive_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert victim.node_id not in alive_nodes

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import threading
 from pathlib import Path
 
 import pytest
 import ray
+from conftest import train_with_fault
 
 from launch.config import smoke
 from launch.ray_setup import init_ray
@@ -98,22 +98,16 @@ def test_killed_actor_and_shard_are_restarted_and_the_run_finishes(tmp_path, ray
     cfg = small_config(tmp_path, total_frames=1600, eval_every_frames=0)
     cfg = dataclasses.replace(cfg, replay=dataclasses.replace(cfg.replay, snapshot_every_s=1.0))
     driver = make_driver(cfg)
-    killed = threading.Event()
 
-    def kill_when_learning():
-        # Wait until learning has started, then kill one rollout actor and one replay shard.
-        while driver.counters.updates < 20:
-            if killed.wait(0.2):
-                return
+    def kill_actor_and_shard():
         ray.kill(driver.actors[0], no_restart=False)
         ray.kill(driver.shards[1], no_restart=False)
-        killed.set()
 
-    thread = threading.Thread(target=kill_when_learning, daemon=True)
-    thread.start()
-    counters = driver.train()
-    killed.set()
-    thread.join()
+    # Once learning has started, kill one rollout actor and one replay shard.
+    counters, injected = train_with_fault(
+        driver, lambda: driver.counters.updates >= 20, kill_actor_and_shard
+    )
+    assert injected, "the run ended before learning started"
     assert counters.env_frames >= 1600
     assert driver.actor_restarts >= 1
     # The restarted shard came back from its snapshot.
