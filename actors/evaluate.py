@@ -6,6 +6,8 @@ Episode seeds are spawned under `EVAL_SEED_DOMAIN`, so evaluation never drives a
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,7 +115,7 @@ class VideoWriter:
 
 @ray.remote(num_cpus=1)
 class EvalActor:
-    """Evaluates published weights on its own CPU copy of the policy. Videos land on this actor's node."""
+    """Evaluates published weights on its own CPU copy of the policy."""
 
     def __init__(self, env_cfg: EnvConfig, learner_cfg: LearnerConfig):
         torch.set_num_threads(1)
@@ -124,5 +126,15 @@ class EvalActor:
     def evaluate(
         self, weights: PolicyWeights, episodes: int, seed: int, video_path: str | None = None
     ) -> EvalResult:
+        """Write the video (if any) on this actor's node."""
         load_policy_state(self.policy, weights)
         return evaluate_policy(self.policy, self.env_cfg, episodes, seed, video_path)
+
+    def evaluate_with_video(
+        self, weights: PolicyWeights, episodes: int, seed: int
+    ) -> tuple[EvalResult, bytes, str]:
+        """Evaluate and return the video's bytes and suffix, so the caller writes it on its own node."""
+        with tempfile.TemporaryDirectory() as tmp:
+            result = self.evaluate(weights, episodes, seed, str(Path(tmp) / "episode.mp4"))
+            path = Path(result.video_path)
+            return dataclasses.replace(result, video_path=None), path.read_bytes(), path.suffix

@@ -276,14 +276,12 @@ class Driver:
 
     def _start_eval(self) -> ray.ObjectRef:
         latest = ray.get(self.registry.latest.remote(0), timeout=self.cfg.run.remote_timeout_s)
-        frames = self.counters.env_frames
-        video = (
-            str(self.run.eval_dir / f"eval_{frames:010d}.mp4") if self.cfg.run.eval_video else None
-        )
         # Fresh tracks: eval seeds come from their own seed domain, moved on at every evaluation.
-        return self.eval_actor.evaluate.remote(
-            latest[0], self.cfg.run.eval_episodes, self.cfg.run.seed + len(self.curve), video
-        )
+        args = (latest[0], self.cfg.run.eval_episodes, self.cfg.run.seed + len(self.curve))
+        if self.cfg.run.eval_video:
+            # The video comes back as bytes: the eval actor may run on another node of a cluster.
+            return self.eval_actor.evaluate_with_video.remote(*args)
+        return self.eval_actor.evaluate.remote(*args)
 
     def _on_eval_reply(self, ref: ray.ObjectRef, frames: int, logger: MetricsLogger) -> None:
         try:
@@ -291,6 +289,9 @@ class Driver:
         except (RayActorError, RayTaskError, GetTimeoutError) as err:
             log.warning("evaluation at %d frames failed: %s", frames, err)
             return
+        if isinstance(result, tuple):
+            result, video, suffix = result
+            (self.run.eval_dir / f"eval_{frames:010d}{suffix}").write_bytes(video)
         self.curve.append((frames, result.mean_return, result.std_return))
         logger.write(
             frames,
