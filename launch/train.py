@@ -159,9 +159,8 @@ class Driver:
         ]
         self.eval_actor = EvalActor.remote(env, cfg.learner) if cfg.run.eval_every_frames else None
         self.actor_restarts = 0
-        self.actor_versions = [
-            0
-        ] * topology.num_actors  # newest weights version each actor acted with
+        # The newest weights version each actor has acted with.
+        self.actor_versions = [0] * topology.num_actors
         self.curve: list[tuple[int, float, float]] = []
         self.last_learner_row: dict[str, float] = {}
         self.last_return: float | None = None
@@ -181,7 +180,7 @@ class Driver:
         )
         next_checkpoint = counters.updates + cfg.run.checkpoint_every_updates
         window, next_log = Window(), time.monotonic() + cfg.run.log_every_s
-        learner_alive = True
+        self.learner_alive = True
         deadline = time.monotonic() + cfg.run.max_seconds if cfg.run.max_seconds else float("inf")
         try:
             while counters.env_frames < cfg.run.total_env_frames and time.monotonic() < deadline:
@@ -196,11 +195,7 @@ class Driver:
                             time.monotonic(),
                         )
                     elif kind == "learner":
-                        try:
-                            self.last_learner_row = ray.get(ref)
-                        except (RayActorError, RayTaskError) as err:
-                            learner_alive = False
-                            raise self._learner_died(err) from err
+                        self.last_learner_row = self._learner_result(ref)
                         counters.updates = int(self.last_learner_row["learner/updates"])
                         pending[self.learner.train_for.remote(LEARNER_CALL_S)] = (
                             "learner",
@@ -228,7 +223,7 @@ class Driver:
                 if kind == "eval":
                     self._on_eval_reply(ref, index, logger)
         finally:
-            if learner_alive:
+            if self.learner_alive:
                 self._checkpoint()
             self._log(logger, bar, window)
             logger.close()
@@ -318,6 +313,7 @@ class Driver:
             if now - started <= limit:
                 continue
             if kind == "learner":
+                self.learner_alive = False  # a hung learner cannot give its state for a checkpoint
                 raise LearnerDiedError(
                     f"the learner has not answered for {limit:.0f} s (run.remote_timeout_s); {self._resume_hint()}"
                 )
@@ -328,10 +324,16 @@ class Driver:
                 ray.kill(self.actors[index], no_restart=False)
                 pending[ref] = (kind, index, now)
 
-    def _learner_died(self, err: Exception) -> LearnerDiedError:
-        return LearnerDiedError(
-            f"the learner process died ({type(err).__name__}: {err}); {self._resume_hint()}"
-        )
+    def _learner_result(self, ref: ray.ObjectRef):
+        """A learner call's result; the learner's death stops the run with the resume command."""
+        try:
+            return ray.get(ref, timeout=self.cfg.run.remote_timeout_s)
+        except (RayActorError, RayTaskError) as err:
+            self.learner_alive = False
+            summary = str(err).strip().splitlines()[0]
+            raise LearnerDiedError(
+                f"the learner process died ({type(err).__name__}: {summary}); {self._resume_hint()}"
+            ) from err
 
     def _resume_hint(self) -> str:
         latest = self.run.latest_checkpoint()
@@ -342,7 +344,7 @@ class Driver:
 
     def _checkpoint(self) -> None:
         timeout = self.cfg.run.remote_timeout_s
-        state = ray.get(self.learner.state_dict.remote(), timeout=timeout)
+        state = self._learner_result(self.learner.state_dict.remote())
         self.counters.updates = int(state["updates"])
         if self.cfg.run.snapshot_replay:
             ray.get([s.save_snapshot.remote() for s in self.shards], timeout=timeout)

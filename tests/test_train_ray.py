@@ -14,7 +14,7 @@ from conftest import train_with_fault
 from launch.config import smoke
 from launch.ray_setup import init_ray
 from launch.run_dir import RunDir, load_checkpoint
-from launch.train import Driver, plan_topology
+from launch.train import Driver, LearnerDiedError, plan_topology
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -116,3 +116,18 @@ def test_killed_actor_and_shard_are_restarted_and_the_run_finishes(tmp_path, ray
     # Ray restarted the killed actor process (the actor itself may be busy in a call: ask the GCS).
     assert ray._private.state.actors(driver.actors[0]._actor_id.hex())["NumRestarts"] >= 1
     driver.close()
+
+
+def test_learner_death_stops_the_run_with_the_resume_command(tmp_path, ray_six_cpus):
+    cfg = small_config(tmp_path, total_frames=100_000, eval_every_frames=0)
+    driver = make_driver(cfg)
+    # Once the first checkpoint is written (every 100 updates in the smoke preset), kill the learner.
+    with pytest.raises(LearnerDiedError, match="continue with: sacae train --resume") as err:
+        train_with_fault(
+            driver,
+            lambda: driver.run.latest_checkpoint() is not None,
+            lambda: ray.kill(driver.learner),
+        )
+    driver.close()
+    assert "ckpt_" in str(err.value), "the message names the last checkpoint"
+    assert load_checkpoint(tmp_path / "run")["counters"]["updates"] >= 100
