@@ -144,7 +144,9 @@ def train_serial(
             counters["updates"] = learner.updates
             if next_eval is not None and counters["env_frames"] >= next_eval:
                 next_eval += cfg.run.eval_every_frames
-                load_policy_state(eval_policy, learner.policy_weights())
+                # The newest published weights, as the distributed run evaluates: asking the
+                # learner for new ones here would bump the weights version outside the publish cadence.
+                load_policy_state(eval_policy, weights.latest)
                 result = evaluate_policy(
                     eval_policy,
                     cfg.env,

@@ -73,7 +73,6 @@ class SacAeLearner:
         self.obs_shape = tuple(obs_shape)
         self.action_dim = action_dim
         self.device = device or pick_device(cfg.device)
-        self.frame_channels = 3
         torch.manual_seed(seed)
         self.nets = SacAeNetworks(self.obs_shape, action_dim, cfg).to(self.device)
         on_cuda = self.device.type == "cuda"
