@@ -75,7 +75,14 @@ def cmd_bench(argv: list[str]) -> int:
         return 2
     import importlib
 
-    importlib.import_module(benches[argv[0]]).main(argv[1:])
+    bench = importlib.import_module(benches[argv[0]])
+    if argv[0] == "replay":
+        # Lower packages take a started Ray (they do not import launch): hand it ours.
+        from launch.ray_setup import LOCAL, init_ray
+
+        bench.main(argv[1:], start_ray=lambda num_cpus: init_ray(LOCAL, num_cpus=num_cpus))
+    else:
+        bench.main(argv[1:])
     return 0
 
 

@@ -5,15 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# Re-exported: `from learner.config import ConfigError, require` keeps working above `learner`.
+from common.validation import ConfigError, require
 
-class ConfigError(ValueError):
-    """A config value outside its allowed range; the message names the field and the fix."""
-
-
-def require(ok: bool, field: str, value: object, allowed: str) -> None:
-    """Raise ConfigError naming `field` when `ok` is false."""
-    if not ok:
-        raise ConfigError(f"config field `{field}` = {value!r} is invalid: allowed {allowed}")
+__all__ = ["ConfigError", "LearnerConfig", "require"]
 
 
 @dataclass(frozen=True)

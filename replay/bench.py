@@ -1,6 +1,6 @@
 """`sacae bench replay`: replay memory and throughput at 84x84 RGB, against memcpy in the same run.
 
-    python -m replay.bench --seconds 2 --shards 1 2
+    sacae bench replay --seconds 2 --shards 1 2
 
 prints one JSON line. `sample_*` figures are the storage alone (one shard, in process): a batch is
 128 transitions with their obs and next_obs stacks, gathered as frames [B, S + 1, C, H, W].
@@ -8,6 +8,9 @@ prints one JSON line. `sample_*` figures are the storage alone (one shard, in pr
 a preallocated array. `sample_batches_per_s_by_shards` runs shard actors on local Ray with the
 learner's sampler (prefetching, parts copied into one batch); it adds Ray's object store copies and
 depends on free cores. Not a test: the figures depend on the machine and its load.
+
+The Ray part takes a started Ray, or a `start_ray(num_cpus)` callable to start one: `replay` sits
+below `launch`, so `sacae bench replay` (launch/cli.py) passes launch.ray_setup's loopback-only start.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,8 +153,17 @@ def ray_bench(args: ReplayBenchArgs, num_shards: int) -> float:
             ray.kill(shard)
 
 
-def replay_bench(seconds: float = 2.0, shards: tuple[int, ...] = (1, 2), **overrides) -> dict:
-    """All figures of one run; `overrides` are further ReplayBenchArgs fields."""
+def replay_bench(
+    seconds: float = 2.0,
+    shards: tuple[int, ...] = (1, 2),
+    start_ray: Callable[[int], object] | None = None,
+    **overrides,
+) -> dict:
+    """All figures of one run; `overrides` are further ReplayBenchArgs fields.
+
+    The shard figures need Ray: a started one, or `start_ray(num_cpus)` to start one (and shut it
+    down after).
+    """
     args = ReplayBenchArgs(seconds=seconds, shards=tuple(shards), **overrides)
     result: dict = {
         "batch_size": args.batch_size,
@@ -162,10 +175,14 @@ def replay_bench(seconds: float = 2.0, shards: tuple[int, ...] = (1, 2), **overr
     if args.shards:
         import ray
 
-        from launch.ray_setup import init_ray
-
         started = not ray.is_initialized()
-        init_ray("local", num_cpus=max(4, max(args.shards) + 1))
+        if started:
+            if start_ray is None:
+                raise RuntimeError(
+                    f"the replay bench with --shards {' '.join(map(str, args.shards))} needs Ray: "
+                    "run it as `sacae bench replay`, start Ray first, or pass --shards with no value"
+                )
+            start_ray(max(4, max(args.shards) + 1))
         try:
             by_shards = {str(n): ray_bench(args, n) for n in args.shards}
         finally:
@@ -175,9 +192,9 @@ def replay_bench(seconds: float = 2.0, shards: tuple[int, ...] = (1, 2), **overr
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, start_ray: Callable[[int], object] | None = None) -> dict:
     args = tyro.cli(ReplayBenchArgs, args=argv)
-    result = replay_bench(**vars(args))
+    result = replay_bench(start_ray=start_ray, **vars(args))
     print(json.dumps(result), flush=True)
     return result
 

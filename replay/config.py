@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from learner.config import require
+from common.validation import require
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from learner.config import ConfigError
+from common.validation import ConfigError
 
 
 class RateLimiter:
