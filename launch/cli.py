@@ -1,8 +1,9 @@
-"""The `sacae` command: train, eval and bench.
+"""The `sacae` command: train, eval, bench and export.
 
 sacae train [--preset carracing|smoke] [--resume RUN_DIR] [--learner.batch-size 64 ...]
 sacae eval --checkpoint PATH [--episodes 100] [--video PATH]
 sacae bench {learner,env,replay,scaling} [...]
+sacae export --run-dir RUN out.parquet
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tyro
 from launch.config import PRESETS, TrainConfig, load_config
 from learner.config import ConfigError
 
-USAGE = "usage: sacae {train,eval,bench} [--help]"
+USAGE = "usage: sacae {train,eval,bench,export} [--help]"
 
 
 def parse_train_args(argv: list[str]) -> tuple[TrainConfig, Path | None]:
@@ -86,9 +87,30 @@ def cmd_bench(argv: list[str]) -> int:
     return 0
 
 
+def cmd_export(argv: list[str]) -> int:
+    from launch.export import ExportError, export_run
+    from replay.snapshot import SnapshotError
+
+    parser = argparse.ArgumentParser(
+        prog="sacae export",
+        description="Write a run's replay snapshots (each shard's newest) to one Parquet file.",
+    )
+    parser.add_argument("--run-dir", type=Path, required=True, help="the run directory")
+    parser.add_argument("out", type=Path, help="the Parquet file to write, e.g. replay.parquet")
+    args = parser.parse_args(argv)
+    try:
+        rows = export_run(args.run_dir, args.out)
+    except (ExportError, SnapshotError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    per_shard = ", ".join(f"shard {i}: {n}" for i, n in rows.items())
+    print(f"wrote {sum(rows.values())} rows ({per_shard}) to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench}
+    commands = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "export": cmd_export}
     if not argv or argv[0] not in commands:
         print(USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -211,6 +211,14 @@ def verify_snapshot(
     Raises SnapshotError (SnapshotMismatchError for a sound file of another shape or version).
     """
     path = Path(path)
+    _check_manifest(path)
+    meta, schema = _read_metadata(path)
+    _check_metadata(path, meta, schema, frame_shape, action_dim)
+    return meta
+
+
+def _check_manifest(path: Path) -> None:
+    """The manifest is readable and the Arrow file's sha256 matches it."""
     manifest_path = path.with_suffix(".json")
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -231,14 +239,15 @@ def verify_snapshot(
             "(corrupt or truncated file)",
             _CORRUPT_FIX,
         )
+
+
+def _read_metadata(path: Path) -> tuple[dict[str, str], pa.Schema]:
     try:
         with pa.OSFile(str(path), "rb") as source:
             schema = ipc.open_file(source).schema
     except pa.ArrowException as err:
         raise _refuse(path, f"Arrow cannot read it ({err})", _CORRUPT_FIX) from err
-    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-    _check_metadata(path, meta, schema, frame_shape, action_dim)
-    return meta
+    return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}, schema
 
 
 def _check_metadata(
@@ -350,6 +359,62 @@ def restore_latest(directory: str | os.PathLike, storage: FrameReplay) -> Path |
     return None
 
 
+def read_snapshot(path: str | os.PathLike) -> FrameReplay:
+    """A new FrameReplay holding the snapshot at `path`, shaped by the file's own metadata.
+
+    For offline use (export, inspection): the capacity, frame shape, action dim and frame stack are
+    the writing shard's. The manifest and sha256 are checked before the metadata is trusted; a
+    refused file raises SnapshotError naming it.
+    """
+    path = Path(path)
+    _check_manifest(path)
+    meta, _ = _read_metadata(path)
+    try:
+        storage = FrameReplay(
+            int(meta["capacity"]),
+            tuple(json.loads(meta["frame_shape"])),
+            int(meta["action_dim"]),
+            int(meta["frame_stack"]),
+        )
+    except (KeyError, ValueError, TypeError) as err:
+        raise _refuse(
+            path,
+            f"its schema metadata lacks or mangles {err}",
+            "it was not written by replay.snapshot",
+            SnapshotMismatchError,
+        ) from err
+    load_snapshot(path, storage)
+    return storage
+
+
+def _parquet_schema(storage: FrameReplay, shard_column: bool) -> pa.Schema:
+    metadata = {
+        "frame_shape": json.dumps(list(storage.frame_shape)),
+        "frame_stack": str(storage.frame_stack),
+    }
+    schema = _schema(storage.frame_shape, storage.action_dim, metadata).append(
+        pa.field("sampleable", pa.bool_())
+    )
+    return schema.append(pa.field("shard", pa.int32())) if shard_column else schema
+
+
+def _write_parquet_rows(
+    storage: FrameReplay, writer: pq.ParquetWriter, shard: int | None = None
+) -> int:
+    lo, hi = storage.lowest, storage.total_written
+    plain = _schema(storage.frame_shape, storage.action_dim)
+    rows_written = 0
+    for start in range(lo, hi, _ROWS_PER_BATCH):
+        rows = storage.read_entries(start, min(hi, start + _ROWS_PER_BATCH))
+        batch = _to_record_batch(rows, plain)
+        columns = [*batch.columns, pa.array(storage.chains(rows["abs_index"])[1])]
+        if shard is not None:
+            columns.append(pa.array(np.full(batch.num_rows, shard, np.int32)))
+        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=writer.schema))
+        rows_written += batch.num_rows
+    return rows_written
+
+
 def export_parquet(storage: FrameReplay, path: str | os.PathLike) -> int:
     """Write the stored entries to one Parquet file for offline use; returns the rows written.
 
@@ -357,22 +422,35 @@ def export_parquet(storage: FrameReplay, path: str | os.PathLike) -> int:
     `sampleable` true ends a transition; its stacks are rebuilt by following `prev` as in
     `FrameReplay.chains` (an episode start repeats its own frame).
     """
-    lo, hi = storage.lowest, storage.total_written
-    metadata = {
-        "frame_shape": json.dumps(list(storage.frame_shape)),
-        "frame_stack": str(storage.frame_stack),
-    }
-    plain = _schema(storage.frame_shape, storage.action_dim)
-    schema = _schema(storage.frame_shape, storage.action_dim, metadata).append(
-        pa.field("sampleable", pa.bool_())
-    )
-    rows_written = 0
-    with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
-        for start in range(lo, hi, _ROWS_PER_BATCH):
-            rows = storage.read_entries(start, min(hi, start + _ROWS_PER_BATCH))
-            batch = _to_record_batch(rows, plain)
-            sampleable = pa.array(storage.chains(rows["abs_index"])[1])
-            batch = pa.RecordBatch.from_arrays([*batch.columns, sampleable], schema=schema)
-            writer.write_batch(batch)
-            rows_written += batch.num_rows
-    return rows_written
+    with pq.ParquetWriter(str(path), _parquet_schema(storage, False), compression="zstd") as writer:
+        return _write_parquet_rows(storage, writer)
+
+
+def export_shards_parquet(
+    shards: Iterable[tuple[int, FrameReplay]], path: str | os.PathLike
+) -> dict[int, int]:
+    """`export_parquet` of several shards into one file, plus a `shard` column; rows per shard.
+
+    Each shard numbers its own entries, so `abs_index` and `prev` are unique within a shard only.
+    `shards` is consumed lazily: pass a generator to hold one shard's storage in memory at a time.
+    """
+    rows: dict[int, int] = {}
+    writer: pq.ParquetWriter | None = None
+    try:
+        for index, storage in shards:
+            schema = _parquet_schema(storage, True)
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), schema, compression="zstd")
+            elif not schema.equals(writer.schema, check_metadata=True):
+                raise ValueError(
+                    f"replay shard {index} holds frames {storage.frame_shape}, action dim "
+                    f"{storage.action_dim}, frame stack {storage.frame_stack}, unlike the shards "
+                    "before it; export the shards one by one"
+                )
+            rows[index] = _write_parquet_rows(storage, writer, index)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError("no replay shard to export")
+    return rows
