@@ -39,6 +39,8 @@ class UpdateLoop:
         self._lag_sum += self.learner.weights_version - float(np.mean(batch.weights_version))
         metrics = self.learner.update(batch)
         for key, value in metrics.items():
+            # fp32 sums: a bf16 sum of 300 ones stops at 256 (8 significant bits).
+            value = value.detach().float()
             self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
         self._count += 1
         if self.learner.updates % self.publish_every == 0:
@@ -50,7 +52,7 @@ class UpdateLoop:
         row: dict[str, float] = {"learner/updates": float(self.learner.updates)}
         if self._count:
             stacked = (
-                torch.stack([v.float() / self._count for v in self._sums.values()]).cpu().tolist()
+                torch.stack([v / self._count for v in self._sums.values()]).cpu().tolist()
             )
             row.update(zip(self._sums.keys(), stacked, strict=True))
             row["learner/policy_lag"] = self._lag_sum / self._count

@@ -1,80 +1,29 @@
-"""`sacae bench learner`: SAC-AE updates per second, against a straightforward update in the same run.
+"""`sacae bench learner`: SAC-AE updates per second per precision variant, against the straightforward
+update (learner/reference.py: fp32, NCHW, per-parameter Adam) in the same run.
 
-The baseline is the authors' update written plainly: the policy step runs the policy encoder and the
-critic encoder separately on the same obs, the decoder step runs the trunk again, and Adam runs
-per parameter (no foreach/fused kernels). Both compute the same losses.
+One table row and one JSON line per variant: fp32/bf16 x channels-last off/on, plus torch.compile
+of the variant `auto` picks where compile is included (by default on CUDA only: on the CPU its
+warm-up takes minutes). `--profile` prints where an update's time goes instead (learner/profile.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import tyro
 
-from learner import losses
 from learner.config import LearnerConfig
-from learner.learning import DeviceBatch, SacAeLearner
+from learner.learning import SacAeLearner, pick_device
+from learner.precision import resolve_numerics
+from learner.reference import StraightforwardLearner
 from replay.types import SampledBatch
-
-
-class StraightforwardLearner(SacAeLearner):
-    """The reference's update order with its redundant forward passes and per-parameter Adam."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        cfg, nets = self.cfg, self.nets
-        adam = torch.optim.Adam
-        self.critic_opt = adam(
-            nets.critic.parameters(),
-            lr=cfg.critic_lr,
-            betas=(cfg.critic_beta, 0.999),
-            foreach=False,
-        )
-        self.policy_opt = adam(
-            nets.policy.parameters(),
-            lr=cfg.policy_lr,
-            betas=(cfg.policy_beta, 0.999),
-            foreach=False,
-        )
-        self.alpha_opt = adam(
-            [self.log_alpha], lr=cfg.alpha_lr, betas=(cfg.alpha_beta, 0.999), foreach=False
-        )
-        self.encoder_opt = adam(nets.critic.encoder.parameters(), lr=cfg.encoder_lr, foreach=False)
-        self.decoder_opt = adam(
-            nets.decoder.parameters(),
-            lr=cfg.decoder_lr,
-            weight_decay=cfg.decoder_weight_decay,
-            foreach=False,
-        )
-
-    def _update(self, batch: DeviceBatch) -> dict[str, torch.Tensor]:
-        cfg, nets = self.cfg, self.nets
-        metrics = self._critic_step(batch)
-        if self.updates % cfg.policy_update_every == 0:
-            _, pi, log_pi, _ = nets.policy(batch.obs, detach_trunk=True)
-            q1, q2 = nets.critic(batch.obs, pi, detach_trunk=True)
-            loss = losses.policy_loss(self.alpha.detach(), log_pi, q1, q2)
-            self.policy_opt.zero_grad()
-            loss.backward()
-            self.policy_opt.step()
-            a_loss = losses.alpha_loss(self.alpha, log_pi, self.target_entropy)
-            self.alpha_opt.zero_grad()
-            a_loss.backward()
-            self.alpha_opt.step()
-        if self.updates % cfg.target_update_every == 0:
-            with torch.no_grad():
-                for pairs, tau in (
-                    (self._q_pairs, cfg.critic_tau),
-                    (self._enc_pairs, cfg.encoder_tau),
-                ):
-                    for target, source in zip(*pairs, strict=True):
-                        target.data.copy_(tau * source.data + (1 - tau) * target.data)
-        metrics.update(self._decoder_step(batch.obs, None))
-        return metrics
 
 
 def random_batch(
@@ -111,59 +60,133 @@ def measure_updates_per_s(
 
 
 @dataclass(frozen=True)
+class Variant:
+    name: str
+    precision: str  # fp32 or bf16
+    channels_last: str  # on or off
+    compile: bool = False
+    baseline: bool = False  # the straightforward update
+
+    def learner(self, obs_shape, cfg: LearnerConfig) -> SacAeLearner:
+        cfg = dataclasses.replace(
+            cfg, precision=self.precision, channels_last=self.channels_last, compile=self.compile
+        )
+        return (StraightforwardLearner if self.baseline else SacAeLearner)(obs_shape, 3, cfg)
+
+
+@dataclass(frozen=True)
 class LearnerBenchArgs:
-    """Learner throughput on random pixel batches."""
+    """Learner throughput on random pixel batches, one row per precision variant."""
 
     batch_size: int = 128
     """Transitions per update."""
     image_size: int = 84
     """Height and width of the (square) observation."""
     seconds: float = 20.0
-    """Measuring time for each variant."""
+    """Measuring time for each variant in each round."""
+    rounds: int = 1
+    """Measure all variants this many times, interleaved, and keep each one's best (for a busy machine)."""
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default (all cores)."""
     baseline: bool = True
-    """Also measure the straightforward update in the same run."""
-    device: str = "auto"
-    """auto, cpu or cuda."""
-    compile: bool = False
-    """CUDA only: torch.compile the networks."""
-    bf16: bool = False
-    """CUDA only: bf16 autocast."""
+    """Also measure the straightforward update (fp32, channels-last off) in the same run."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the learner runs."""
+    variants: Literal["all", "auto"] = "all"
+    """all: fp32/bf16 x channels-last off/on; auto: only the variant `auto` picks on this machine."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """Add a torch.compile row (of the auto variant); auto: on CUDA only."""
+    profile: bool = False
+    """Print the time split of an update (torch.profiler) instead of the table."""
+    profile_updates: int = 6
+    """Updates profiled with --profile (after warm-up)."""
+    profile_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Precision of the profiled learner."""
+    profile_channels_last: Literal["auto", "on", "off"] = "auto"
+    """Channels-last setting of the profiled learner."""
 
 
-def learner_bench(args: LearnerBenchArgs) -> dict:
+def bench_variants(args: LearnerBenchArgs, device: torch.device) -> tuple[list[Variant], str]:
+    """The variants to measure and the name of the one `auto` picks."""
+    auto = resolve_numerics(device, "auto", "auto")
+    auto_name = f"{'bf16' if auto.bf16 else 'fp32'} cl-{'on' if auto.channels_last else 'off'}"
+    variants = []
+    if args.baseline:
+        variants.append(Variant("baseline fp32 cl-off", "fp32", "off", baseline=True))
+    for precision in ("fp32", "bf16"):
+        for cl in ("off", "on"):
+            name = f"{precision} cl-{cl}"
+            if args.variants == "all" or name == auto_name:
+                variants.append(Variant(name, precision, cl))
+    with_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+    if with_compile:
+        precision, cl = auto_name.split(" cl-")
+        variants.append(Variant(auto_name + " compile", precision, cl, compile=True))
+    return variants, auto_name
+
+
+def learner_bench(args: LearnerBenchArgs) -> list[dict]:
+    """Measure every variant; returns one row (a dict) per variant."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
     obs_shape = (9, args.image_size, args.image_size)
-    cfg = LearnerConfig(
-        batch_size=args.batch_size, device=args.device, compile=args.compile, bf16=args.bf16
-    )
+    cfg = LearnerConfig(batch_size=args.batch_size, device=device.type)
     batch = random_batch(args.batch_size, obs_shape)
-    learner = SacAeLearner(obs_shape, 3, cfg)
-    result = {
-        "device": torch.cuda.get_device_name()
-        if learner.device.type == "cuda"
-        else f"cpu x{torch.get_num_threads()}",
-        "batch_size": args.batch_size,
-        "obs_shape": list(obs_shape),
-        "updates_per_s": round(measure_updates_per_s(learner, batch, args.seconds), 3),
-        "compile": args.compile,
-        "bf16": args.bf16,
-    }
-    if args.baseline:
-        plain = StraightforwardLearner(
-            obs_shape, 3, LearnerConfig(batch_size=args.batch_size, device=args.device)
+    variants, auto_name = bench_variants(args, device)
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for variant in variants:
+            learner = variant.learner(obs_shape, cfg)
+            warmup = 5 if variant.compile else 2
+            rate = measure_updates_per_s(learner, batch, args.seconds, warmup=warmup)
+            best[variant.name] = max(best.get(variant.name, 0.0), rate)
+            del learner
+            gc.collect()
+    machine = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()} ({torch.backends.cpu.get_cpu_capability()})"
+    )
+    reference = best.get("baseline fp32 cl-off")
+    rows = []
+    for variant in variants:
+        rate = best[variant.name]
+        rows.append(
+            {
+                "bench": "learner",
+                "variant": variant.name,
+                "auto": variant.name == auto_name,
+                "updates_per_s": round(rate, 3),
+                "vs_baseline": round(rate / reference, 3) if reference else None,
+                "device": machine,
+                "batch_size": args.batch_size,
+                "obs_shape": list(obs_shape),
+                "seconds": args.seconds,
+                "rounds": args.rounds,
+                "torch": torch.__version__,
+            }
         )
-        result["baseline_updates_per_s"] = round(
-            measure_updates_per_s(plain, batch, args.seconds), 3
-        )
-        result["speedup"] = round(result["updates_per_s"] / result["baseline_updates_per_s"], 3)
-    return result
+    return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
+def print_table(rows: list[dict]) -> None:
+    print(f"{'variant':<26} {'updates/s':>10} {'vs baseline':>12}")
+    for row in rows:
+        mark = "  <- auto" if row["auto"] else ""
+        ratio = f"{row['vs_baseline']:.2f}x" if row["vs_baseline"] else "-"
+        print(f"{row['variant']:<26} {row['updates_per_s']:>10.3f} {ratio:>12}{mark}")
+    print(f"device: {rows[0]['device']}, batch {rows[0]['batch_size']}, obs {rows[0]['obs_shape']}")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     args = tyro.cli(LearnerBenchArgs, args=argv)
-    result = learner_bench(args)
-    print(json.dumps(result), flush=True)
-    return result
+    if args.profile:
+        from learner.profile import profile_update
+
+        return [profile_update(args)]
+    rows = learner_bench(args)
+    print_table(rows)
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return rows

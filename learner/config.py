@@ -67,12 +67,17 @@ class LearnerConfig:
     """Gradient updates per agent step; the replay rate limiter holds samples per insert at batch_size times this."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the learner runs: auto picks CUDA when present, else the CPU."""
-    channels_last: bool = True
-    """CUDA only: channels-last memory format for the convs (measured slower on CPU, so not used there)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast of the pixel side (convs, encoder and decoder Linear); auto: bf16 on CUDA and on
+    CPUs with native bf16 (avx512_bf16 or AMX), else fp32. See docs/deviations.md for what stays fp32."""
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    """Channels-last memory format for the convs; auto: on for CUDA, and on the CPU as measured
+    (learner/precision.py: CPU_CHANNELS_LAST)."""
     compile: bool = False
-    """CUDA only: torch.compile the networks."""
-    bf16: bool = False
-    """CUDA only: bf16 autocast for forward passes (changes numerics slightly)."""
+    """torch.compile the forward+loss of the critic, policy and decoder steps (meant for CUDA; on the
+    CPU it works but its warm-up takes minutes)."""
+    augment_shift: int = 0
+    """DrQ random shift in pixels (pad replicate, random crop back): 0 is off, the SAC-AE recipe; DrQ uses 4."""
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "learner.batch_size", self.batch_size, ">= 1")
@@ -111,5 +116,20 @@ class LearnerConfig:
             "learner.decoder_weight_decay",
             self.decoder_weight_decay,
             ">= 0",
+        )
+        require(
+            self.precision in ("auto", "fp32", "bf16"),
+            "learner.precision",
+            self.precision,
+            "auto, fp32 or bf16",
+        )
+        require(
+            self.channels_last in ("auto", "on", "off"),
+            "learner.channels_last",
+            self.channels_last,
+            "auto, on or off",
+        )
+        require(
+            self.augment_shift >= 0, "learner.augment_shift", self.augment_shift, ">= 0 (0 = off)"
         )
         require(self.updates_per_step > 0, "learner.updates_per_step", self.updates_per_step, "> 0")

@@ -5,21 +5,29 @@ One update on one batch, in the reference's order:
   2. every `policy_update_every`: policy step (conv features detached) and alpha step
   3. every `target_update_every`: soft update of the target critic (Q heads tau 0.01, encoder tau 0.05)
   4. every `decoder_update_every`: reconstruction step (trains the critic encoder and the decoder)
+
+Each step is a forward+loss function (bf16 autocast around it when on, torch.compile'd when asked)
+followed by backward and the optimiser step outside autocast, so no autocast region ever spans an
+optimiser step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from learner import losses
+from learner.augment import random_shift
 from learner.config import LearnerConfig
 from learner.networks import SacAeNetworks
+from learner.precision import configure_cuda_backends, resolve_numerics
+from learner.transfer import DeviceBatch, HostToDevice
 from learner.weights import PolicyWeights, policy_state
 from replay.types import SampledBatch
+
+__all__ = ["DeviceBatch", "SacAeLearner", "pick_device"]
 
 
 def pick_device(choice: str = "auto") -> torch.device:
@@ -31,17 +39,6 @@ def pick_device(choice: str = "auto") -> torch.device:
             )
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-@dataclass
-class DeviceBatch:
-    """A batch on the learner's device; pixels still uint8."""
-
-    obs: torch.Tensor
-    next_obs: torch.Tensor
-    actions: torch.Tensor
-    rewards: torch.Tensor
-    terminated: torch.Tensor
 
 
 def _adam(
@@ -73,26 +70,20 @@ class SacAeLearner:
         self.obs_shape = tuple(obs_shape)
         self.action_dim = action_dim
         self.device = device or pick_device(cfg.device)
+        self.numerics = resolve_numerics(self.device, cfg.precision, cfg.channels_last)
+        if self.device.type == "cuda":
+            configure_cuda_backends()
         torch.manual_seed(seed)
         self.nets = SacAeNetworks(self.obs_shape, action_dim, cfg).to(self.device)
-        on_cuda = self.device.type == "cuda"
-        if cfg.channels_last and on_cuda:
-            self.nets.to(memory_format=torch.channels_last)
-        if cfg.compile and on_cuda:
-            for module in (
-                self.nets.critic,
-                self.nets.critic_target,
-                self.nets.policy,
-                self.nets.decoder,
-            ):
-                module.compile()  # in place: attribute access (encoder, trunk) keeps working
-        self._autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and on_cuda)
+        if self.numerics.channels_last:
+            self.nets.use_channels_last()
         self.log_alpha = torch.tensor(
             math.log(cfg.init_temperature), device=self.device, requires_grad=True
         )
         self.target_entropy = -float(action_dim)
         self.updates = 0
         self.weights_version = 0
+        self.to_device = HostToDevice(self.device, cfg.batch_size, action_dim)
 
         critic, policy = self.nets.critic, self.nets.policy
         trunk_ids = {id(p) for p in critic.encoder.trunk.parameters()}
@@ -117,43 +108,51 @@ class SacAeLearner:
         )
         self._enc_pairs = (list(target.encoder.parameters()), list(online.encoder.parameters()))
         self._policy_metrics: dict[str, torch.Tensor] = {}
+        # The forward+loss functions; compiled as whole functions so that the direct calls into
+        # submodules (trunk, heads, from_latent) are compiled too. `reconstruct` and the actors'
+        # weights use the eager modules, so they never trigger a recompile.
+        self._trunk = critic.encoder.trunk
+        self._critic_forward = self._critic_loss
+        self._policy_forward = self._policy_loss
+        self._decoder_forward = self._decoder_loss
+        if cfg.compile:
+            self._trunk = torch.compile(self._trunk)
+            self._critic_forward = torch.compile(self._critic_loss)
+            self._policy_forward = torch.compile(self._policy_loss)
+            self._decoder_forward = torch.compile(self._decoder_loss)
 
     @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
 
-    # -- data -------------------------------------------------------------------------------------
+    def host_batch_buffer(self, frame_stack: int) -> SampledBatch:
+        """A free, reusable host batch (pinned on CUDA) for the sampler to assemble into.
 
-    def to_device(self, batch: SampledBatch) -> DeviceBatch:
-        """The one host-to-device copy of a batch; stacks are split on the device."""
-        pin = self.device.type == "cuda"
-
-        def put(array: np.ndarray) -> torch.Tensor:
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
-            return (
-                tensor.pin_memory().to(self.device, non_blocking=True)
-                if pin
-                else tensor.to(self.device)
-            )
-
-        frames = put(batch.frames)  # [B, S+1, C, H, W] uint8
-        stack = frames.shape[1] - 1
-        return DeviceBatch(
-            obs=frames[:, :stack].flatten(1, 2),
-            next_obs=frames[:, 1:].flatten(1, 2),
-            actions=put(batch.actions).float(),
-            rewards=put(batch.rewards).float().unsqueeze(-1),
-            terminated=put(batch.terminated).float().unsqueeze(-1),
+        `sampler.next_batch(out=learner.host_batch_buffer(S))` then `update(batch)`: one host copy
+        per batch instead of two. The arrays are overwritten a few batches later (see
+        learner/transfer.py), so copy anything that must outlive that.
+        """
+        channels, height, width = self.obs_shape
+        assert channels % frame_stack == 0, (channels, frame_stack)
+        return self.to_device.host_batch_buffer(
+            frame_stack, (channels // frame_stack, height, width)
         )
 
     # -- the update -------------------------------------------------------------------------------
 
     def update(self, batch: SampledBatch | DeviceBatch) -> dict[str, torch.Tensor]:
-        """One SAC-AE update. Metrics are detached device tensors: reading them is the caller's sync."""
+        """One SAC-AE update. Metrics are detached fp32 device tensors: reading them is the caller's sync."""
         if not isinstance(batch, DeviceBatch):
             batch = self.to_device(batch)
-        with self._autocast:
-            metrics = self._update(batch)
+        if self.cfg.augment_shift:
+            # DrQ: obs and next_obs shifted independently; the same shifted obs feeds the critic,
+            # policy and reconstruction steps (so the decoder reconstructs what the encoder saw).
+            batch = dataclasses.replace(
+                batch,
+                obs=random_shift(batch.obs, self.cfg.augment_shift),
+                next_obs=random_shift(batch.next_obs, self.cfg.augment_shift),
+            )
+        metrics = self._update(batch)
         self.updates += 1
         return metrics
 
@@ -162,14 +161,15 @@ class SacAeLearner:
         metrics = self._critic_step(batch)
         conv_obs = None
         if self.updates % cfg.policy_update_every == 0:
-            if self.updates % cfg.decoder_update_every == 0:
-                # The policy step does not move the trunk, so the decoder step can reuse these
-                # conv features of obs (same weights, same input): one conv forward saved.
-                conv_obs = self.nets.critic.encoder.trunk(batch.obs)
-                conv_for_policy = conv_obs.detach()
-            else:
-                with torch.no_grad():
-                    conv_for_policy = self.nets.critic.encoder.trunk(batch.obs)
+            with self.numerics.autocast():
+                if self.updates % cfg.decoder_update_every == 0:
+                    # The policy step does not move the trunk, so the decoder step can reuse these
+                    # conv features of obs (same weights, same input): one conv forward saved.
+                    conv_obs = self._trunk(batch.obs)
+                    conv_for_policy = conv_obs.detach()
+                else:
+                    with torch.no_grad():
+                        conv_for_policy = self._trunk(batch.obs)
             self._policy_metrics = self._policy_and_alpha_step(conv_for_policy)
         metrics.update(self._policy_metrics)
         if self.updates % cfg.target_update_every == 0:
@@ -179,7 +179,9 @@ class SacAeLearner:
             metrics.update(self._decoder_step(batch.obs, conv_obs))
         return metrics
 
-    def _critic_step(self, batch: DeviceBatch) -> dict[str, torch.Tensor]:
+    # Each step: forward and loss (under autocast), then backward and the optimiser step.
+
+    def _critic_loss(self, batch: DeviceBatch, alpha: torch.Tensor):
         nets = self.nets
         with torch.no_grad():
             _, next_action, next_log_pi, _ = nets.policy(batch.next_obs)
@@ -190,36 +192,43 @@ class SacAeLearner:
                 self.cfg.gamma,
                 next_q1,
                 next_q2,
-                self.alpha,
+                alpha,
                 next_log_pi,
             )
         q1, q2 = nets.critic(batch.obs, batch.actions)
-        loss = losses.critic_loss(q1, q2, target)
+        return losses.critic_loss(q1, q2, target), q1.detach(), q2.detach(), target
+
+    def _critic_step(self, batch: DeviceBatch) -> dict[str, torch.Tensor]:
+        with self.numerics.autocast():
+            loss, q1, q2, target = self._critic_forward(batch, self.alpha.detach())
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_opt.step()
         return {
             "learner/critic_loss": loss.detach(),
-            "learner/q1_mean": q1.detach().mean(),
-            "learner/q2_mean": q2.detach().mean(),
+            "learner/q1_mean": q1.mean(),
+            "learner/q2_mean": q2.mean(),
             "learner/target_q_mean": target.mean(),
         }
 
-    def _policy_and_alpha_step(self, conv_features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _policy_loss(self, conv_features: torch.Tensor, alpha: torch.Tensor):
         nets = self.nets
         # The policy sees detached conv features through its own Linear+LayerNorm head; the critic
         # evaluates the sampled action on detached features too (no gradient reaches the trunk).
         _, action, log_pi, log_std = nets.policy.from_latent(
             nets.policy.encoder.head(conv_features)
         )
+        q1, q2 = nets.critic.from_latent(nets.critic.encoder.head(conv_features), action)
+        return losses.policy_loss(alpha, log_pi, q1, q2), log_pi, log_std
+
+    def _policy_and_alpha_step(self, conv_features: torch.Tensor) -> dict[str, torch.Tensor]:
         # Gradients flow through the critic to the action only; its own parameters need none.
-        nets.critic.requires_grad_(False)
+        self.nets.critic.requires_grad_(False)
         try:
-            q1, q2 = nets.critic.from_latent(nets.critic.encoder.head(conv_features), action)
+            with self.numerics.autocast():
+                loss, log_pi, log_std = self._policy_forward(conv_features, self.alpha.detach())
         finally:
-            nets.critic.requires_grad_(True)
-        alpha = self.alpha.detach()
-        loss = losses.policy_loss(alpha, log_pi, q1, q2)
+            self.nets.critic.requires_grad_(True)
         self.policy_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.policy_opt.step()
@@ -236,18 +245,22 @@ class SacAeLearner:
             "learner/policy_log_std": log_std.detach().mean(),
         }
 
-    def _decoder_step(
-        self, obs: torch.Tensor, conv_obs: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
+    def _decoder_loss(self, obs: torch.Tensor, conv_obs: torch.Tensor | None):
         encoder = self.nets.critic.encoder
         if conv_obs is None:
             conv_obs = encoder.trunk(obs)
         latent = encoder.head(conv_obs)
         reconstruction = self.nets.decoder(latent)
         target = losses.reconstruction_target(obs)
-        loss, mse = losses.reconstruction_loss(
+        return losses.reconstruction_loss(
             reconstruction, target, latent, self.cfg.decoder_latent_lambda
         )
+
+    def _decoder_step(
+        self, obs: torch.Tensor, conv_obs: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        with self.numerics.autocast():
+            loss, mse = self._decoder_forward(obs, conv_obs)
         self.encoder_opt.zero_grad(set_to_none=True)
         self.decoder_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -267,7 +280,10 @@ class SacAeLearner:
 
     @torch.no_grad()
     def reconstruct(self, obs: torch.Tensor) -> torch.Tensor:
-        """Decoder output for uint8 obs, mapped back to [0, 1] pixel scale (for images in the run dir)."""
+        """Decoder output for uint8 obs, mapped back to [0, 1] pixel scale (for images in the run dir).
+
+        Eager and fp32 whatever `compile` says: a batch of 4 must not recompile the update's graphs.
+        """
         obs = obs.to(self.device)
         return (self.nets.decoder(self.nets.critic.encoder(obs)) + 0.5).clamp(0, 1)
 

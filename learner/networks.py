@@ -3,6 +3,10 @@
 The conv trunk is one module object, `ConvTrunk`, that the critic's encoder and the policy's encoder
 both hold: the policy and critic share the very same conv parameters. Each encoder has its own
 Linear+LayerNorm+tanh head. The target critic is a deep copy with its own trunk.
+
+Under the learner's bf16 autocast only the pixel side runs in bf16: the convs, the encoders' Linear
+and the decoder. From the LayerNorm on (the latent, the policy MLP and its Gaussian, the Q heads)
+autocast is switched off inside the modules, so those always compute in fp32.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learner.config import LearnerConfig
+from learner.precision import compute_dtype, full_precision
 
 
 def conv_output_sizes(height: int, width: int, num_layers: int) -> list[tuple[int, int]]:
@@ -59,11 +64,19 @@ class ConvTrunk(nn.Module):
         self.spatial_sizes = conv_output_sizes(height, width, num_layers)
         out_h, out_w = self.spatial_sizes[-1]
         self.output_dim = num_filters * out_h * out_w
+        # The layout of the conv input; `SacAeNetworks.use_channels_last` switches it with the weights.
+        self.memory_format = torch.contiguous_format
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        h = obs.float() / 255.0
+        # uint8 straight to the conv dtype and layout, then scaled in place: one pass fewer than
+        # float() / 255 and the cast autocast would add. Every uint8 / 255 is the same bf16 number
+        # either way (checked for all 256 values), so the conv input is bit-identical.
+        h = obs.to(
+            dtype=compute_dtype(obs.device.type), memory_format=self.memory_format, copy=True
+        )
+        h = h.div_(255.0)
         for conv in self.convs:
-            h = F.relu(conv(h))
+            h = F.relu(conv(h), inplace=True)  # conv backward needs its input, not its output
         return h.flatten(1)
 
 
@@ -77,7 +90,9 @@ class Encoder(nn.Module):
         self.ln = nn.LayerNorm(latent_dim)
 
     def head(self, conv_features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.ln(self.fc(conv_features)))
+        h = self.fc(conv_features)  # bf16 under autocast: a 39200 x 50 matmul
+        with full_precision(h):
+            return torch.tanh(self.ln(h.float()))
 
     def forward(self, obs: torch.Tensor, detach_trunk: bool = False) -> torch.Tensor:
         h = self.trunk(obs)
@@ -108,10 +123,11 @@ class Decoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.fc(z)).view(-1, *self.start_shape)
+        """The reconstruction in fp32 (computed in bf16 under autocast)."""
+        h = F.relu(self.fc(z), inplace=True).view(-1, *self.start_shape)
         for deconv in self.deconvs[:-1]:
-            h = F.relu(deconv(h))
-        return self.deconvs[-1](h)
+            h = F.relu(deconv(h), inplace=True)
+        return self.deconvs[-1](h).float()
 
 
 def mlp(input_dim: int, hidden_dim: int, output_dim: int) -> nn.Sequential:
@@ -143,7 +159,14 @@ class Policy(nn.Module):
         self.log_std_min, self.log_std_max = cfg.log_std_min, cfg.log_std_max
 
     def from_latent(self, z: torch.Tensor, sample: bool = True):
-        """Return (tanh(mu), action, log_pi, log_std); action and log_pi are None when sample=False."""
+        """Return (tanh(mu), action, log_pi, log_std); action and log_pi are None when sample=False.
+
+        Always fp32: log_pi of a tanh-squashed sample needs 1 - tanh(u)^2 near 0, which bf16 loses.
+        """
+        with full_precision(z):
+            return self._from_latent(z.float(), sample)
+
+    def _from_latent(self, z: torch.Tensor, sample: bool):
         mu, log_std = self.trunk(z).chunk(2, dim=-1)
         # Bounded log-std: tanh then an affine map onto [log_std_min, log_std_max].
         log_std = torch.tanh(log_std)
@@ -175,7 +198,9 @@ class QFunction(nn.Module):
         self.net = mlp(latent_dim + action_dim, hidden_dim, 1)
 
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([z, action], dim=-1))
+        # Always fp32: near Q = 300, bf16 steps are 1-2 units, as large as a step's reward.
+        with full_precision(z):
+            return self.net(torch.cat([z.float(), action.float()], dim=-1))
 
 
 class Critic(nn.Module):
@@ -214,6 +239,13 @@ class SacAeNetworks(nn.Module):
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         assert self.policy.encoder.trunk is self.critic.encoder.trunk
+
+    def use_channels_last(self) -> SacAeNetworks:
+        """Conv weights and conv inputs in channels-last layout (same values, faster kernels)."""
+        self.to(memory_format=torch.channels_last)
+        for trunk in (self.critic.encoder.trunk, self.critic_target.encoder.trunk):
+            trunk.memory_format = torch.channels_last
+        return self
 
 
 def build_policy(obs_shape: tuple[int, int, int], action_dim: int, cfg: LearnerConfig) -> Policy:

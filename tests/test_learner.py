@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from learner import losses
 from learner.config import ConfigError, LearnerConfig
 from learner.learning import SacAeLearner
 from learner.networks import SacAeNetworks, build_policy
+from learner.reference import StraightforwardLearner
 from learner.weights import load_policy_state
 from replay.types import SampledBatch
 
@@ -282,3 +284,47 @@ def test_metrics_are_tensors_with_expected_keys():
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"learner.{field}"):
         LearnerConfig(**{field: value})
+
+
+# -- same math as the straightforward update ------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last, atol", [("off", 1e-5), ("on", 1e-4)])
+def test_update_reaches_the_straightforward_updates_parameters(channels_last, atol):
+    """SacAeLearner's shortcuts (shared conv features, frozen critic in the policy loss, fused Adam
+    and soft updates, in-place ReLU, uint8 straight to the conv dtype) change no math: after 6
+    updates (3 policy steps) the parameters match learner/reference.py within float tolerance."""
+    cfg = dataclasses.replace(TINY, precision="fp32", channels_last=channels_last)
+    fast = SacAeLearner((9, 84, 84), 3, cfg, seed=3)
+    plain = StraightforwardLearner((9, 84, 84), 3, cfg, seed=3)
+    assert not plain.numerics.channels_last and not plain.numerics.bf16
+    for i in range(6):
+        batch = make_batch(seed=i % 3)
+        for learner in (fast, plain):
+            torch.manual_seed(100 + i)  # the same policy and reconstruction noise
+            metrics = learner.update(batch)
+            assert np.isfinite(float(metrics["learner/critic_loss"]))
+    a, b = fast.nets.state_dict(), plain.nets.state_dict()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=atol, rtol=1e-4), key
+    assert torch.allclose(fast.log_alpha, plain.log_alpha, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_learner_updates_and_reconstruct_does_not_recompile():
+    """torch.compile on the CPU (the logic is the same on CUDA): the three step functions compile,
+    and `reconstruct` with another batch size runs eager, compiling nothing new."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    learner = SacAeLearner((9, 48, 48), 3, dataclasses.replace(TINY, compile=True))
+    batch = make_batch((9, 48, 48))
+    for _ in range(3):
+        metrics = learner.update(batch)
+    assert np.isfinite(float(metrics["learner/reconstruction_loss"]))
+    frames = dict(counters["stats"])
+    assert frames.get("unique_graphs", 0) >= 4  # trunk, critic, policy and decoder functions
+    learner.reconstruct(torch.zeros(4, 9, 48, 48, dtype=torch.uint8))
+    learner.update(batch)
+    assert dict(counters["stats"]).get("unique_graphs", 0) == frames["unique_graphs"]
