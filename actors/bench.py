@@ -124,8 +124,11 @@ class _NoOpSink:
     def send(self, chunk: TransitionChunk) -> None:
         return None
 
-    def wait(self, handle: None, timeout_s: float) -> bool:
+    def wait(self, handle: None, timeout_s: float, stored_only: bool = False) -> bool:
         return True
+
+    def silent_s(self, handle: None) -> float:
+        return 0.0
 
 
 def actor_meter(cfg: EnvConfig, seed: int) -> tuple[Throughput, Callable[[], None]]:

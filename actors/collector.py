@@ -35,6 +35,9 @@ EVAL_SEED_DOMAIN = 1
 STREAM_SLOT_BITS, STREAM_ACTOR_BITS, STREAM_INCARNATION_BITS = 8, 23, 32
 """Stream id layout (63 bits, non-negative int64): incarnation | actor index | env slot."""
 
+SEND_POLL_S = 1.0
+"""Longest single wait on a send, so the deadline and the silence check are seen at this rate."""
+
 KEPT_EPISODES = 100
 """Finished episodes that the running totals of a collector remember (returns and lengths)."""
 
@@ -54,8 +57,20 @@ class Sink(Protocol):
         """Start sending `chunk`; return a handle for `wait`. Sends complete in the order they start."""
         ...
 
-    def wait(self, handle: Any, timeout_s: float) -> bool:
-        """Wait up to `timeout_s` for the send of `handle`; True once it completed (re-raises its error)."""
+    def wait(self, handle: Any, timeout_s: float, stored_only: bool = False) -> bool:
+        """Wait up to `timeout_s` for the send of `handle`; True once it completed (re-raises its error).
+
+        A send completes when the replay stored the chunk and lets the actor go on; with
+        `stored_only`, once it stored the chunk (closing: nobody will sample any more).
+        """
+        ...
+
+    def silent_s(self, handle: Any) -> float:
+        """Seconds since the replay last answered anything about the send of `handle`.
+
+        A shard that holds a send back for its rate limiter still answers; one that is dead or
+        hung does not. Only silence counts toward `actor.send_timeout_s`.
+        """
         ...
 
 
@@ -120,6 +135,8 @@ class CollectStats:
     """Time spent inside collect()."""
     send_wait_s: float = 0.0
     """Time spent waiting for the replay to accept sends (in-flight bound reached)."""
+    sends_blocked: int = 0
+    """Chunks that found `max_inflight_sends` in flight and waited for the oldest to complete."""
     weights_wait_s: float = 0.0
     """Time spent fetching and loading policy weights."""
     weights_version: int = 0
@@ -140,6 +157,7 @@ class CollectStats:
             chunks_sent=self.chunks_sent + later.chunks_sent,
             wall_s=self.wall_s + later.wall_s,
             send_wait_s=self.send_wait_s + later.send_wait_s,
+            sends_blocked=self.sends_blocked + later.sends_blocked,
             weights_wait_s=self.weights_wait_s + later.weights_wait_s,
             weights_version=later.weights_version,
         )
@@ -155,6 +173,7 @@ class _Counters:
     lengths: list[int] = field(default_factory=list)
     chunks_sent: int = 0
     send_wait_s: float = 0.0
+    sends_blocked: int = 0
     weights_wait_s: float = 0.0
 
 
@@ -266,16 +285,24 @@ class Collector:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def collect(self, num_agent_steps: int) -> CollectStats:
-        """Step all envs for at least `num_agent_steps` agent steps (whole ticks) and return the tallies."""
+    def collect(self, num_agent_steps: int, max_seconds: float | None = None) -> CollectStats:
+        """Step all envs for `num_agent_steps` agent steps (whole ticks) and return the tallies.
+
+        With `max_seconds`, return early (fewer steps) once that time has passed while the replay
+        held a chunk back: a rate-limited actor answers its caller in bounded time, so a caller
+        can tell an actor that waits for the learner from one that hangs.
+        """
         assert not self._closed, "collect() after close()"
         start = time.perf_counter()
+        deadline = start + max_seconds if max_seconds is not None else float("inf")
         counters = _Counters()
         if not self._started:
             for slot in range(self.num_envs):
                 self._reset(slot, seed=self.seeds.env_seeds[slot])
             self._started = True
         for _ in range(-(-num_agent_steps // self.num_envs)):
+            if self._ships_next_tick() and not self._make_room(counters, deadline):
+                break
             self._tick(counters)
         stats = CollectStats(
             env_frames=counters.env_frames,
@@ -286,11 +313,15 @@ class Collector:
             chunks_sent=counters.chunks_sent,
             wall_s=time.perf_counter() - start,
             send_wait_s=counters.send_wait_s,
+            sends_blocked=counters.sends_blocked,
             weights_wait_s=counters.weights_wait_s,
             weights_version=self.weights_version,
         )
         self.totals = self.totals.merged(stats)
         return stats
+
+    def _ships_next_tick(self) -> bool:
+        return (self._ticks + 1) % self.actor_cfg.chunk_steps == 0
 
     def _tick(self, counters: _Counters) -> None:
         """One agent step of every env: poll weights, one action batch, step, record, maybe ship."""
@@ -344,40 +375,65 @@ class Collector:
         """Send the pending entries as one chunk, first waiting while `max_inflight_sends` are in flight."""
         if not self._chunk:
             return
-        start = time.perf_counter()
-        while self._inflight and self.sink.wait(self._inflight[0], 0.0):
-            self._inflight.popleft()
-        while len(self._inflight) >= self.actor_cfg.max_inflight_sends:
-            self._wait_oldest()
-        waited_s = time.perf_counter() - start
+        self._make_room(counters, deadline=float("inf"))
         self._inflight.append(self.sink.send(self._chunk.build()))
         self._chunk.clear()
         if counters is not None:
-            counters.send_wait_s += waited_s
             counters.chunks_sent += 1
 
-    def _wait_oldest(self) -> None:
-        timeout_s = self.actor_cfg.send_timeout_s
-        if not self.sink.wait(self._inflight[0], timeout_s):
-            raise ReplayUnresponsiveError(
-                f"a chunk sent to the replay shard was not accepted within {timeout_s} s; check that "
-                "the shard is alive, or raise --actor.send-timeout-s if it is only slow"
-            )
-        self._inflight.popleft()
+    def _make_room(self, counters: _Counters | None, deadline: float) -> bool:
+        """Wait until fewer than `max_inflight_sends` chunks are in flight; False at `deadline`."""
+        while self._inflight and self.sink.wait(self._inflight[0], 0.0):
+            self._inflight.popleft()
+        if len(self._inflight) < self.actor_cfg.max_inflight_sends:
+            return True
+        start = time.perf_counter()
+        if counters is not None:
+            counters.sends_blocked += 1
+        try:
+            return self._drain(self.actor_cfg.max_inflight_sends - 1, deadline)
+        finally:
+            if counters is not None:
+                counters.send_wait_s += time.perf_counter() - start
+
+    def _drain(self, keep: int, deadline: float, stored_only: bool = False) -> bool:
+        """Wait until at most `keep` sends are in flight; False when `deadline` comes first.
+
+        Raises ReplayUnresponsiveError when the replay stays silent about the oldest send for
+        `actor.send_timeout_s` (a shard holding it back for its rate limiter is not silent).
+        """
+        while len(self._inflight) > keep:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return False
+            oldest = self._inflight[0]
+            if self.sink.wait(oldest, min(remaining, SEND_POLL_S), stored_only):
+                self._inflight.popleft()
+            elif self.sink.silent_s(oldest) > self.actor_cfg.send_timeout_s:
+                raise ReplayUnresponsiveError(
+                    f"the replay shard has not answered about a chunk for "
+                    f"{self.actor_cfg.send_timeout_s} s; check that the shard is alive, or raise "
+                    "--actor.send-timeout-s if it is only slow"
+                )
+        return True
 
     def flush(self) -> None:
         """Ship the partial chunk now (entries since the last chunk), without waiting for it."""
         self._ship()
 
     def close(self) -> None:
-        """Ship what is pending, wait for every send in flight, close the envs. Safe to call twice."""
+        """Ship what is pending, wait until the replay stored every send in flight, close the envs.
+        Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         try:
+            # Stored is enough: the run is ending and its learner may sample no more, so the
+            # shards' rate limiters would hold these sends back for ever. Draining first also
+            # makes room for the partial chunk.
+            self._drain(0, deadline=float("inf"), stored_only=True)
             self.flush()
-            while self._inflight:
-                self._wait_oldest()
+            self._drain(0, deadline=float("inf"), stored_only=True)
         finally:
             for env in self.envs:
                 env.close()

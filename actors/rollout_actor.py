@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 import torch
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import RayActorError
 
 from actors.collector import Collector, CollectStats, actor_seeds
 from actors.config import ActorConfig, EnvConfig
@@ -102,9 +102,10 @@ class _Send:
     """One chunk in flight to a shard: the call to wait on, and the chunk to send again if it is lost."""
 
     chunk: TransitionChunk
-    ref: ray.ObjectRef
+    ref: ray.ObjectRef | None
     stored: bool = False
-    resends: int = 0
+    answered_at: float = field(default_factory=time.monotonic)
+    retry_at: float = 0.0
 
 
 class ShardSink:
@@ -112,39 +113,57 @@ class ShardSink:
 
     A send completes when the shard stored the chunk AND its rate limiter lets this actor insert more:
     an insert whose reply says `ready: False` (held back for the shard's whole insert timeout) is
-    followed by `wait_insert` calls until the shard is ready, so the actor never runs ahead. A chunk
-    whose insert was lost because the shard restarted is sent again (at most MAX_RESENDS times);
-    the restarted shard restores its snapshot and links the chunk to nothing it no longer has.
+    followed by `wait_insert` calls until the shard is ready, so the actor never runs ahead. Every
+    reply counts as an answer (`silent_s`), so a held-back actor is never taken for a dead shard.
+
+    A call lost to a shard failure (the shard process died, or Ray is restarting it) is made again
+    after RETRY_S, for as long as the caller keeps waiting: the chunk itself when it was not stored
+    yet (the restarted shard restores its snapshot and links the chunk to nothing it no longer has),
+    else the follow-up wait. The pause keeps a restarting shard from being flooded with calls that
+    fail at once; the caller's `actor.send_timeout_s` on silence bounds the whole.
     """
 
     FOLLOW_UP_WAIT_S = 10.0
-    MAX_RESENDS = 5
+    RETRY_S = 0.5
 
     def __init__(self, shard: ray.actor.ActorHandle):
         self._shard = shard
+        self.calls_lost = 0
 
     def send(self, chunk: TransitionChunk) -> _Send:
         return _Send(chunk, self._shard.insert.remote(chunk))
 
-    def wait(self, handle: _Send, timeout_s: float) -> bool:
+    def silent_s(self, handle: _Send) -> float:
+        return time.monotonic() - handle.answered_at
+
+    def wait(self, handle: _Send, timeout_s: float, stored_only: bool = False) -> bool:
         deadline = time.monotonic() + timeout_s
         while True:
+            if stored_only and handle.stored:
+                return True
+            if handle.ref is None:
+                pause = handle.retry_at - time.monotonic()
+                if pause > deadline - time.monotonic():
+                    time.sleep(max(0.0, deadline - time.monotonic()))
+                    return False
+                time.sleep(max(0.0, pause))
+                handle.ref = (
+                    self._shard.wait_insert.remote(self.FOLLOW_UP_WAIT_S)
+                    if handle.stored
+                    else self._shard.insert.remote(handle.chunk)
+                )
             ready, _ = ray.wait([handle.ref], timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 return False
             try:
                 info = ray.get(handle.ref, timeout=RESOLVE_TIMEOUT_S)
-            except (ActorUnavailableError, RayActorError):
-                if handle.stored:  # only the follow-up wait was lost: ask the restarted shard again
-                    handle.ref = self._shard.wait_insert.remote(self.FOLLOW_UP_WAIT_S)
-                    continue
-                handle.resends += 1
-                if handle.resends > self.MAX_RESENDS:
-                    raise
-                handle.ref = self._shard.insert.remote(handle.chunk)
+            except RayActorError:  # ActorDiedError and ActorUnavailableError (restarting)
+                self.calls_lost += 1
+                handle.ref, handle.retry_at = None, time.monotonic() + self.RETRY_S
                 continue
+            handle.answered_at = time.monotonic()
             handle.stored = True
-            if info.get("ready", True):
+            if stored_only or info.get("ready", True):
                 return True
             handle.ref = self._shard.wait_insert.remote(self.FOLLOW_UP_WAIT_S)
 
@@ -153,9 +172,10 @@ class ShardSink:
 class RolloutActor:
     """One rollout process: a Collector on 1 CPU with 1 torch thread, fed by the weights registry.
 
-    The launcher sets `max_restarts` through `.options()`. A restarted process runs `__init__` again
-    with the same arguments; it then draws a random 32-bit incarnation so it starts new streams and new
-    tracks, and skips the seed steps (the replay already holds them).
+    `sacae train` replaces a dead actor itself (a new actor with a new incarnation, placed over the
+    nodes alive then). Under Ray's own restarts (`max_restarts` in `.options()`) a restarted process
+    runs `__init__` again with the same arguments; it then draws a random 32-bit incarnation so it
+    starts new streams and new tracks, and skips the seed steps (the replay already holds them).
     """
 
     def __init__(
@@ -190,9 +210,10 @@ class RolloutActor:
             incarnation=incarnation,
         )
 
-    def run_for(self, num_agent_steps: int) -> CollectStats:
-        """Collect for `num_agent_steps` agent steps (summed over envs); the launcher calls this repeatedly."""
-        return self.collector.collect(num_agent_steps)
+    def run_for(self, num_agent_steps: int, max_seconds: float | None = None) -> CollectStats:
+        """Collect for `num_agent_steps` agent steps (summed over envs), or fewer when the replay
+        holds the actor back past `max_seconds`; the launcher calls this repeatedly."""
+        return self.collector.collect(num_agent_steps, max_seconds)
 
     def stats(self) -> CollectStats:
         """Totals since this process started (the last KEPT_EPISODES episode returns)."""

@@ -56,8 +56,11 @@ class ReplaySink:
         self.replay.add(chunk)
         self.limiter.record_insert(chunk.num_transitions)
 
-    def wait(self, handle: None, timeout_s: float) -> bool:
+    def wait(self, handle: None, timeout_s: float, stored_only: bool = False) -> bool:
         return True
+
+    def silent_s(self, handle: None) -> float:
+        return 0.0
 
 
 @dataclass(frozen=True)

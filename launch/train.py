@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from actors.rollout_actor import RolloutActor, WeightsRegistry
 from launch.config import TrainConfig
 from launch.learner_worker import RemoteLearnerWorker
 from launch.metrics import MetricsLogger, ProgressBar, plot_learning_curve
+from launch.placement import Demand, Placement, PlacementLog, alive_nodes, pin, plan_placement
 from launch.ray_setup import LOCAL, init_ray
 from launch.run_dir import RunDir, load_checkpoint
 from replay.sampler import shard_metrics
@@ -38,6 +40,9 @@ LEARNER_CALL_S = 2.0
 """Seconds of updates per learner call: the driver's view of the learner refreshes this often."""
 ACTOR_CALL_STEPS = 50
 """Agent steps per rollout call."""
+ACTOR_CALL_S = 5.0
+"""A rollout call held back by the replay returns after this long with fewer steps, so a call
+that takes `run.remote_timeout_s` longer than this is a hung process, not a rate-limited one."""
 
 
 class LearnerDiedError(RuntimeError):
@@ -59,15 +64,17 @@ def plan_topology(cfg: TrainConfig, cpus: int, gpus: float) -> Topology:
             f"error: replay.num_shards = {cfg.replay.num_shards} exceeds the {num_actors} rollout actors; "
             "every shard needs a writer: lower --replay.num-shards or raise --actor.num-actors"
         )
-    if cfg.run.require_gpu and gpus < 1:
+    learner_gpu = gpus >= 1 and cfg.learner.device != "cpu"
+    if cfg.run.require_gpu and not learner_gpu:
         raise SystemExit(
             "error: --run.require-gpu is set but the Ray cluster has no GPU; start a node with a GPU "
-            "(`ray start --num-gpus 1`) or drop --run.require-gpu to learn on the CPU"
+            "(`ray start --num-gpus 1`) and keep --learner.device auto or cuda, or drop "
+            "--run.require-gpu to learn on the CPU"
         )
     # Logical CPUs a local instance needs: learner, shards, actors, evaluation.
     needed = cfg.run.learner_cpus + cfg.replay.num_shards + num_actors + 1
     return Topology(
-        num_actors=num_actors, learner_gpus=1.0 if gpus >= 1 else 0.0, ray_cpus=max(cpus, needed)
+        num_actors=num_actors, learner_gpus=1.0 if learner_gpu else 0.0, ray_cpus=max(cpus, needed)
     )
 
 
@@ -115,6 +122,10 @@ class Driver:
         if cfg.run.snapshot_replay or cfg.replay.snapshot_every_s > 0:
             snapshot_dir = cfg.replay.snapshot_dir or str(run.path / "replay")
         self.snapshot_dir = snapshot_dir
+        self.driver_node = ray.get_runtime_context().get_node_id()
+        self.placement = self._plan()
+        self.placement_log = PlacementLog(run.path / "placement.jsonl")
+        self.placement_log.write("start", self.placement)
         self.shards = create_shards(
             cfg.replay,
             env.frame_shape,
@@ -123,47 +134,96 @@ class Driver:
             cfg.samples_per_insert,
             seed=cfg.run.seed,
             snapshot_dir=snapshot_dir,
+            # Soft: a shard whose node died is restarted by Ray on another node.
+            strategies=[
+                pin(self.placement.assigned[f"shard{i}"], soft=True)
+                for i in range(cfg.replay.num_shards)
+            ],
         )
         # The registry lives on the driver's node: it fails with the run, never on its own.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.registry = WeightsRegistry.options(scheduling_strategy=here).remote()
-        # With a GPU the learner goes where the GPU is; without one it stays on the driver's node
-        # (soft: elsewhere if that node is full), next to the registry it publishes to.
-        node = ray.get_runtime_context().get_node_id()
-        learner_place = (
-            "DEFAULT" if topology.learner_gpus else NodeAffinitySchedulingStrategy(node, soft=True)
-        )
+        self.registry = WeightsRegistry.options(scheduling_strategy=pin(self.driver_node)).remote()
+        # With a GPU the learner needs its GPU node; without one it stays on the driver's node,
+        # next to the registry it publishes to.
         self.learner = RemoteLearnerWorker.options(
             num_cpus=cfg.run.learner_cpus,
             num_gpus=topology.learner_gpus,
             max_restarts=0,
-            scheduling_strategy=learner_place,
+            scheduling_strategy=pin(self.placement.assigned["learner"]),
         ).remote(cfg, env.obs_shape, env.action_dim, self.shards, self.registry, learner_state)
         seed_steps = 0 if resume is not None else cfg.actor.seed_steps
         per_actor_seed = -(-seed_steps // topology.num_actors)
+        # Each actor's incarnation (a replacement draws a new one: new streams, new tracks), and
+        # the agent steps its completed calls reported, per (actor, incarnation).
+        self.actor_incarnations = [self.counters.incarnation] * topology.num_actors
+        self.reported_steps: dict[tuple[int, int], int] = {}
         self.actors = [
-            RolloutActor.options(
-                max_restarts=cfg.run.max_actor_restarts, scheduling_strategy="SPREAD"
-            ).remote(
-                env,
-                cfg.actor,
-                cfg.learner,
-                i,
-                cfg.run.seed,
-                per_actor_seed,
-                self.registry,
-                self.shards[assign_shard(i, cfg.replay.num_shards)],
-                self.counters.incarnation,
-            )
+            self._start_actor(i, self.counters.incarnation, per_actor_seed)
             for i in range(topology.num_actors)
         ]
-        self.eval_actor = EvalActor.remote(env, cfg.learner) if cfg.run.eval_every_frames else None
+        self.eval_actor = self._start_eval_actor() if cfg.run.eval_every_frames else None
         self.actor_restarts = 0
+        self.eval_restarts = 0
         # The newest weights version each actor has acted with.
         self.actor_versions = [0] * topology.num_actors
         self.curve: list[tuple[int, float, float]] = []
         self.last_learner_row: dict[str, float] = {}
         self.last_return: float | None = None
+
+    # -- placement and processes ------------------------------------------------------------------
+
+    def _plan(self) -> Placement:
+        """Every process's node, over the nodes alive now (the driver's node breaks ties)."""
+        cfg, nodes = self.cfg, alive_nodes(first=self.driver_node)
+        learner_node = self.driver_node
+        if self.topology.learner_gpus:
+            with_gpu = [n.node_id for n in nodes if n.gpus >= self.topology.learner_gpus]
+            learner_node = with_gpu[0] if with_gpu else ""
+        demands = [Demand("learner", cfg.run.learner_cpus, learner_node)]
+        demands += [Demand(f"shard{i}", 1.0) for i in range(cfg.replay.num_shards)]
+        if cfg.replay.placement == "pack":
+            # As few nodes as possible: the shards go where the learner is (or the driver).
+            demands = [demands[0]] + [
+                Demand(d.name, d.cpus, learner_node or self.driver_node) for d in demands[1:]
+            ]
+        demands += [Demand(f"actor{i}", 1.0) for i in range(self.topology.num_actors)]
+        if cfg.run.eval_every_frames:
+            demands.append(Demand("eval", 1.0))
+        return plan_placement(nodes, demands)
+
+    def _replace(self, name: str) -> NodeAffinitySchedulingStrategy:
+        """Where a replacement for process `name` goes: re-planned over the nodes alive now, so a
+        node that joined since the start is used and a dead one is not."""
+        self.placement.update_nodes(alive_nodes(first=self.driver_node))
+        node = self.placement.place(Demand(name, 1.0))
+        self.placement_log.write(f"replace {name}", self.placement, [name])
+        log.warning("%s goes to node %s", name, self.placement.describe_one(name))
+        return pin(node)
+
+    def _start_actor(
+        self, index: int, incarnation: int, seed_steps: int, strategy=None
+    ) -> ray.actor.ActorHandle:
+        cfg = self.cfg
+        # max_restarts=0: the driver replaces a dead actor itself (see `_on_actor_failure`).
+        return RolloutActor.options(
+            max_restarts=0,
+            scheduling_strategy=strategy or pin(self.placement.assigned[f"actor{index}"]),
+        ).remote(
+            cfg.env,
+            cfg.actor,
+            cfg.learner,
+            index,
+            cfg.run.seed,
+            seed_steps,
+            self.registry,
+            self.shards[assign_shard(index, cfg.replay.num_shards)],
+            incarnation,
+        )
+
+    def _start_eval_actor(self, strategy=None) -> ray.actor.ActorHandle:
+        strategy = strategy or pin(self.placement.assigned["eval"])
+        return EvalActor.options(max_restarts=0, scheduling_strategy=strategy).remote(
+            self.cfg.env, self.cfg.learner
+        )
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -172,8 +232,8 @@ class Driver:
         logger = MetricsLogger(self.run.path)
         bar = ProgressBar(cfg.run.total_env_frames, counters.env_frames, cfg.run.progress_bar)
         pending: dict[ray.ObjectRef, tuple[str, int, float]] = {}
-        for i, actor in enumerate(self.actors):
-            pending[actor.run_for.remote(ACTOR_CALL_STEPS)] = ("actor", i, time.monotonic())
+        for i in range(len(self.actors)):
+            pending[self._run_actor(i)] = ("actor", i, time.monotonic())
         pending[self.learner.train_for.remote(LEARNER_CALL_S)] = ("learner", 0, time.monotonic())
         next_eval = (
             counters.env_frames + cfg.run.eval_every_frames if cfg.run.eval_every_frames else None
@@ -189,11 +249,7 @@ class Driver:
                     kind, index, _ = pending.pop(ref)
                     if kind == "actor":
                         self._on_actor_reply(ref, index, window)
-                        pending[self.actors[index].run_for.remote(ACTOR_CALL_STEPS)] = (
-                            "actor",
-                            index,
-                            time.monotonic(),
-                        )
+                        pending[self._run_actor(index)] = ("actor", index, time.monotonic())
                     elif kind == "learner":
                         self.last_learner_row = self._learner_result(ref)
                         counters.updates = int(self.last_learner_row["learner/updates"])
@@ -210,8 +266,10 @@ class Driver:
                     and counters.env_frames >= next_eval
                     and not any(k == "eval" for k, *_ in pending.values())
                 ):
-                    next_eval += cfg.run.eval_every_frames
-                    pending[self._start_eval()] = ("eval", counters.env_frames, time.monotonic())
+                    ref = self._start_eval()
+                    if ref is not None:  # None: no weights published yet, ask again later
+                        next_eval += cfg.run.eval_every_frames
+                        pending[ref] = ("eval", counters.env_frames, time.monotonic())
                 if counters.updates >= next_checkpoint:
                     next_checkpoint = counters.updates + cfg.run.checkpoint_every_updates
                     self._checkpoint()
@@ -240,24 +298,18 @@ class Driver:
 
     # -- replies ----------------------------------------------------------------------------------
 
+    def _run_actor(self, index: int) -> ray.ObjectRef:
+        return self.actors[index].run_for.remote(ACTOR_CALL_STEPS, ACTOR_CALL_S)
+
     def _on_actor_reply(self, ref: ray.ObjectRef, index: int, window: Window) -> None:
         try:
-            stats: CollectStats = ray.get(ref)
-        except (RayActorError, RayTaskError) as err:
-            # Ray restarts the process (max_restarts); it comes back with fresh env seeds and streams.
-            self.actor_restarts += 1
-            log.warning(
-                "rollout actor %d failed (%s); restarted, collection goes on",
-                index,
-                type(err).__name__,
-            )
-            if self.actor_restarts > self.cfg.run.max_actor_restarts:
-                raise RuntimeError(
-                    f"rollout actors failed {self.actor_restarts} times (> run.max_actor_restarts); "
-                    "see the actor logs under /tmp/ray/session_latest/logs"
-                ) from err
+            stats: CollectStats = ray.get(ref, timeout=self.cfg.run.remote_timeout_s)
+        except (RayActorError, RayTaskError, GetTimeoutError) as err:
+            self._on_actor_failure(index, err)
             return
         self.actor_versions[index] = max(self.actor_versions[index], stats.weights_version)
+        key = (index, self.actor_incarnations[index])
+        self.reported_steps[key] = self.reported_steps.get(key, 0) + stats.agent_steps
         c = self.counters
         c.env_frames += stats.env_frames
         c.env_steps += stats.agent_steps
@@ -269,8 +321,41 @@ class Driver:
         if stats.episode_returns:
             self.last_return = stats.episode_returns[-1]
 
-    def _start_eval(self) -> ray.ObjectRef:
+    def _on_actor_failure(self, index: int, err: Exception) -> None:
+        """Replace a dead (or hung) rollout actor by a new one with a new incarnation.
+
+        The driver replaces actors itself instead of leaving it to Ray's `max_restarts`: a call
+        to an actor Ray is restarting fails at once with ActorUnavailableError, over and over
+        until the restart is done, and Ray puts the restart on the node the hint chooses, never
+        on a node that joined later. The new actor skips the seed steps and draws new tracks.
+        """
+        self.actor_restarts += 1
+        if self.actor_restarts > self.cfg.run.max_actor_restarts:
+            raise RuntimeError(
+                f"rollout actors failed {self.actor_restarts} times (> run.max_actor_restarts); "
+                "see the actor logs under /tmp/ray/session_latest/logs"
+            ) from err
+        ray.kill(self.actors[index], no_restart=True)  # a hung process must not write any more
+        summary = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        log.warning(
+            "rollout actor %d failed (%s: %s); starting a replacement",
+            index,
+            type(err).__name__,
+            summary,
+        )
+        incarnation = secrets.randbits(32)
+        self.actors[index] = self._start_actor(
+            index, incarnation, seed_steps=0, strategy=self._replace(f"actor{index}")
+        )
+        self.actor_incarnations[index] = incarnation
+        self.actor_versions[index] = 0
+
+    def _start_eval(self) -> ray.ObjectRef | None:
         latest = ray.get(self.registry.latest.remote(0), timeout=self.cfg.run.remote_timeout_s)
+        if latest is None:
+            return None
+        if self.eval_actor is None:
+            self.eval_actor = self._start_eval_actor(strategy=self._replace("eval"))
         # Fresh tracks: eval seeds come from their own seed domain, moved on at every evaluation.
         args = (latest[0], self.cfg.run.eval_episodes, self.cfg.run.seed + len(self.curve))
         if self.cfg.run.eval_video:
@@ -282,7 +367,14 @@ class Driver:
         try:
             result = ray.get(ref, timeout=self.cfg.run.remote_timeout_s)
         except (RayActorError, RayTaskError, GetTimeoutError) as err:
-            log.warning("evaluation at %d frames failed: %s", frames, err)
+            log.warning(
+                "evaluation at %d frames failed (%s); the next one starts a new eval actor",
+                frames,
+                type(err).__name__,
+            )
+            ray.kill(self.eval_actor, no_restart=True)
+            self.eval_actor = None
+            self.eval_restarts += 1
             return
         if isinstance(result, tuple):
             result, video, suffix = result
@@ -310,7 +402,9 @@ class Driver:
         now = time.monotonic()
         limit = self.cfg.run.remote_timeout_s
         for ref, (kind, index, started) in list(pending.items()):
-            if now - started <= limit:
+            # A rollout call returns within ACTOR_CALL_S even when the replay holds it back.
+            allowed = limit + (ACTOR_CALL_S if kind == "actor" else 0.0)
+            if now - started <= allowed:
                 continue
             if kind == "learner":
                 self.learner_alive = False  # a hung learner cannot give its state for a checkpoint
@@ -318,11 +412,11 @@ class Driver:
                     f"the learner has not answered for {limit:.0f} s (run.remote_timeout_s); {self._resume_hint()}"
                 )
             if kind == "actor":
-                log.warning(
-                    "rollout actor %d hung for %.0f s; killing it so Ray restarts it", index, limit
+                del pending[ref]
+                self._on_actor_failure(
+                    index, GetTimeoutError(f"no answer for {allowed:.0f} s; killed as hung")
                 )
-                ray.kill(self.actors[index], no_restart=False)
-                pending[ref] = (kind, index, now)
+                pending[self._run_actor(index)] = ("actor", index, time.monotonic())
 
     def _learner_result(self, ref: ray.ObjectRef):
         """A learner call's result; the learner's death stops the run with the resume command."""
@@ -406,6 +500,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
         flush=True,
     )
     driver = Driver(cfg, run, topology, resume)
+    print(f"sacae: placement: {driver.placement.describe()}", flush=True)
     # Ctrl-C and SIGTERM (`ray job stop`, a scheduler's kill) both end the run the same way: through
     # the driver's `finally`, which writes a checkpoint. A shell's `&` would leave SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)

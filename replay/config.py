@@ -23,7 +23,7 @@ class ReplayConfig:
     prefetch: int = 4
     """Sample requests the learner keeps in flight."""
     placement: Literal["spread", "pack"] = "spread"
-    """How shards are placed over Ray nodes."""
+    """spread: each shard on the node with the most free CPUs; pack: all on the learner's node."""
     snapshot_dir: str = ""
     """Where shards save Arrow snapshots; empty means `<run_dir>/replay` when snapshots are on."""
     snapshot_every_s: float = 0.0
@@ -31,7 +31,7 @@ class ReplayConfig:
     sample_timeout_s: float = 60.0
     """Longest single wait for a sample reply before the learner re-checks the shards."""
     insert_timeout_s: float = 60.0
-    """Longest an insert waits for a lagging learner before replying not ready (the actor then calls `wait_insert`)."""
+    """Longest single `wait_insert` call of a writer held back for a lagging learner (it then asks again)."""
 
     def __post_init__(self) -> None:
         require(self.capacity >= 1, "replay.capacity", self.capacity, ">= 1")

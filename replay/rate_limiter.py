@@ -84,3 +84,7 @@ class RateLimiter:
 
     def state(self) -> dict:
         return {"inserts": self.inserts, "samples": self.samples, "diff": self.diff}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from counts saved by `state()` (with a replay snapshot that matches them)."""
+        self.inserts, self.samples = int(state["inserts"]), int(state["samples"])

@@ -7,6 +7,15 @@ already gather the next batches, and `next_batch` waits only when the shards hav
 (below min_size, or the rate limiter holding the learner back).
 
 Sizes come from the shards' sample replies, so they lag by at most `prefetch` batches.
+
+A starved shard does not hold the others back. Each reply says whether the shard's rate limiter
+lets the learner sample more (`sampleable`); batches are split over the sampleable shards only, and
+a part that a shard cannot give within STARVED_WAIT_S, while another shard can, is drawn from
+those instead. Without this, a shard whose only writer died stops the learner, the learner stops
+sampling every other shard, and their rate limiters then stop every other actor: one dead process
+stalls the whole run until its replacement writes again. Each shard's samples per insert still
+holds (its limiter decides), so the run's ratio holds too; only while a shard is starved is the
+draw no longer exactly uniform over all stored transitions.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from replay.types import SampledBatch
 _REPLY_GRACE_S = 30.0  # beyond the shard's own sample timeout: serialisation, transfer, a busy node
 _PING_TIMEOUT_S = 5.0
 _EMPTY_SHARD_GRACE_S = 10.0
+STARVED_WAIT_S = 0.5
+"""Wait for a rate-limited shard before drawing its part from shards that can give it now."""
 log = logging.getLogger(__name__)
 
 
@@ -81,24 +92,38 @@ class ReplaySampler:
         self.hang_timeout_s = hang_timeout_s
         self._rng = np.random.default_rng(seed)
         self._sizes = np.zeros(len(self.shards), np.float64)
+        self._sampleable = np.ones(len(self.shards), bool)
         self._pending: deque[list[_Part]] = deque()
         self._batches = 0
         self._wait_s = 0.0
         self._shard_timeouts = 0
         self._shard_failures = 0
+        self._redraws = 0
         self._mark = (time.monotonic(), 0, 0.0)  # (time, batches, wait_s) at the previous stats()
 
     # ---- requests ----------------------------------------------------------------------------
 
+    def _others_sampleable(self, shard: int) -> np.ndarray:
+        others = self._sampleable & (self._sizes > 0)
+        others[shard] = False
+        return others
+
     def _ask(self, shard: int, n: int) -> ray.ObjectRef:
-        return self.shards[shard].sample.remote(n, self.sample_timeout_s)
+        # Wait long only when no other shard could give the part instead.
+        timeout_s = self.sample_timeout_s
+        if self._others_sampleable(shard).any():
+            timeout_s = min(timeout_s, STARVED_WAIT_S)
+        return self.shards[shard].sample.remote(n, timeout_s)
 
     def _submit(self) -> None:
-        counts = split_batch(self._rng, self.batch_size, self._sizes)
-        # A shard asked for nothing this time reports its size, so a growing shard is seen.
+        usable = self._sampleable & (self._sizes > 0)
+        weights = self._sizes * usable if usable.any() else self._sizes
+        counts = split_batch(self._rng, self.batch_size, weights)
+        # A shard asked for nothing this time reports its status, so a growing or refilled
+        # shard is seen.
         self._pending.append(
             [
-                _Part(k, int(n), self._ask(k, int(n)) if n else self.shards[k].size.remote())
+                _Part(k, int(n), self._ask(k, int(n)) if n else self.shards[k].status.remote())
                 for k, n in enumerate(counts)
             ]
         )
@@ -117,7 +142,9 @@ class ReplaySampler:
             for k, ref in enumerate(refs):
                 # A shard still starting or restarting is polled again on the next round.
                 try:
-                    self._sizes[k], ready[k] = ray.get(ref, timeout=_PING_TIMEOUT_S)
+                    self._sizes[k], ready[k], self._sampleable[k] = ray.get(
+                        ref, timeout=_PING_TIMEOUT_S
+                    )
                 except (GetTimeoutError, RayActorError) as err:
                     _raise_if_fatal(k, err)
             now = time.monotonic()
@@ -140,16 +167,20 @@ class ReplaySampler:
     # ---- replies -----------------------------------------------------------------------------
 
     def _probe(self, part: _Part) -> None:
-        """Take a size probe's answer; a slow or failed probe keeps the last known size."""
+        """Take a status probe's answer; a slow or failed probe keeps the last known state."""
         with contextlib.suppress(GetTimeoutError, RayActorError):
-            self._sizes[part.shard] = ray.get(part.ref, timeout=_PING_TIMEOUT_S)
+            size, _, sampleable = ray.get(part.ref, timeout=_PING_TIMEOUT_S)
+            self._sizes[part.shard], self._sampleable[part.shard] = size, sampleable
 
-    def _collect(self, part: _Part) -> SampledBatch:
-        """The part's batch; re-asks after a shard timeout or a shard restart."""
+    def _collect(self, part: _Part) -> list[SampledBatch]:
+        """The part's transitions: from its shard, or, when that shard is starved while others
+        are not, from those; re-asks after a shard timeout or a shard restart."""
         deadline = time.monotonic() + self.hang_timeout_s
         while True:
             try:
-                batch, size = ray.get(part.ref, timeout=self.sample_timeout_s + _REPLY_GRACE_S)
+                batch, size, sampleable = ray.get(
+                    part.ref, timeout=self.sample_timeout_s + _REPLY_GRACE_S
+                )
             except GetTimeoutError:
                 pass  # the shard is busy beyond its own timeout: keep waiting for the same reply
             except ObjectLostError as err:
@@ -169,9 +200,13 @@ class ReplaySampler:
                 self._await_shard(part.shard, deadline)
                 part.ref = self._ask(part.shard, part.n)
             else:
-                self._sizes[part.shard] = size
+                self._sizes[part.shard], self._sampleable[part.shard] = size, sampleable
                 if batch is not None:
-                    return batch
+                    return [batch]
+                self._sampleable[part.shard] = False
+                others = self._others_sampleable(part.shard)
+                if others.any():
+                    return self._redraw(part.n, others)
                 self._shard_timeouts += 1  # below min_size or rate-limited for sample_timeout_s
                 part.ref = self._ask(part.shard, part.n)
             if time.monotonic() > deadline:
@@ -179,6 +214,13 @@ class ReplaySampler:
                     f"replay shard {part.shard} gave no batch for {self.hang_timeout_s:.0f} s "
                     f"(sizes {self._sizes.astype(int).tolist()}); are the rollout actors running?"
                 )
+
+    def _redraw(self, n: int, shards: np.ndarray) -> list[SampledBatch]:
+        """Draw `n` transitions from the `shards` mask instead, by their sizes."""
+        self._redraws += 1
+        counts = split_batch(self._rng, n, self._sizes * shards)
+        parts = [_Part(k, int(m), self._ask(k, int(m))) for k, m in enumerate(counts) if m]
+        return [batch for p in parts for batch in self._collect(p)]
 
     def _await_shard(self, shard: int, deadline: float) -> None:
         while True:
@@ -208,7 +250,7 @@ class ReplaySampler:
         request = self._pending.popleft()
         self._submit()  # keep `prefetch` requests in flight while this one is collected
         start = time.monotonic()
-        parts = [self._collect(part) for part in request if part.n]
+        parts = [batch for part in request if part.n for batch in self._collect(part)]
         for part in request:
             if not part.n:
                 self._probe(part)
@@ -248,6 +290,7 @@ class ReplaySampler:
             "sampler/batches_per_s": new_batches / max(now - then, 1e-9),
             "sampler/shard_timeouts": self._shard_timeouts,
             "sampler/shard_failures": self._shard_failures,
+            "sampler/redraws": self._redraws,
             "sampler/replay_size": float(self._sizes.sum()),
         }
 

@@ -5,9 +5,11 @@ restarts). Each shard limits its own samples per insert, like one Reverb server 
 learner's sampler draws per-shard counts in proportion to the shards' sizes, so sampling stays
 uniform over all stored transitions and the ratio holds per shard.
 
-Writers (rollout actors) call `insert(chunk)`; the reply says `ready: False` when the learner lagged
-for `replay.insert_timeout_s`, and the writer then calls `wait_insert` before its next chunk, so
-the ratio holds whatever the number of actors.
+Writers (rollout actors) call `insert(chunk)`, which stores the chunk and answers at once; the
+reply says `ready: False` when the writers are ahead of the learner, and the writer then calls
+`wait_insert` (each call waits at most `replay.insert_timeout_s`) until it is ready before its next
+chunk, so the ratio holds whatever the number of actors. Answering at once keeps "stored" and
+"may go on" apart: a writer that is closing needs only the first.
 """
 
 from __future__ import annotations
@@ -21,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import ray
-from ray.util.placement_group import placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from replay.config import ReplayConfig
 from replay.rate_limiter import RateLimiter
-from replay.snapshot import restore_latest, save_snapshot
+from replay.snapshot import restore_latest, save_snapshot, snapshot_extra
 from replay.storage import FrameReplay, NoSampleableError
-from replay.types import SampledBatch, TransitionChunk
+from replay.types import SampleReply, TransitionChunk
 
 # Threads of one shard actor: every writer's blocked insert holds one, plus stats and snapshots.
 # Threads waiting on the condition cost nothing.
@@ -92,20 +92,17 @@ class ReplayShard:
         self._snapshot_lock = threading.Lock()
         self.snapshot_dir = Path(snapshot_dir) / f"shard{index}" if snapshot_dir else None
         self.restored_from = ""
+        self.restored_state: dict = {}
+        # Transitions stored per stream id: lets a caller check that nothing a writer sent was lost.
+        self._stream_transitions: dict[int, int] = {}
         if self.snapshot_dir is not None:
             path = restore_latest(self.snapshot_dir, self.storage)
             if path is not None:
-                self.restored_from = str(path)
-                # The sample count of the lost process is meaningless: restart balanced.
-                self.limiter.reset_balanced(self.storage.num_transitions)
-                log.warning(
-                    "replay shard %d restored %d entries from %s",
-                    index,
-                    self.storage.num_entries,
-                    path,
-                )
+                self._restore_state(path)
         self._insert_wait_s = 0.0
         self._sample_wait_s = 0.0
+        self._inserts_held = 0
+        self._samples_held = 0
         self._snapshots_saved = 0
         self._rate_mark = (time.monotonic(), self.limiter.inserts, self.limiter.samples)
         self._stop = threading.Event()
@@ -114,35 +111,73 @@ class ReplayShard:
                 target=self._snapshot_loop, name="replay-snapshots", daemon=True
             ).start()
 
+    def _restore_state(self, path: Path) -> None:
+        """Take the limiter counts and stream tallies saved with the snapshot just restored."""
+        self.restored_from = str(path)
+        extra = snapshot_extra(path)
+        if "limiter" in extra:
+            self.limiter.load_state(extra["limiter"])
+        else:  # a snapshot written without them (checkpoint of an older run): restart balanced
+            self.limiter.reset_balanced(self.storage.num_transitions)
+        self._stream_transitions = {int(k): v for k, v in extra.get("streams", {}).items()}
+        self.restored_state = {"size": self.storage.num_transitions, **self.limiter.state()}
+        log.warning(
+            "replay shard %d restored %d entries and limiter %s from %s",
+            self.index,
+            self.storage.num_entries,
+            self.limiter.state(),
+            path,
+        )
+
+    def _snapshot_state(self) -> dict:
+        """What a snapshot saves beside the entries (read under the shard's lock)."""
+        return {
+            "limiter": self.limiter.state(),
+            "streams": {str(k): v for k, v in self._stream_transitions.items()},
+        }
+
     # ---- writers -----------------------------------------------------------------------------
 
     def insert(self, chunk: TransitionChunk) -> dict:
-        """Store the chunk, then wait while the actors are ahead of the learner (bounded)."""
+        """Store the chunk; `ready` says whether the writer may send more now."""
         with self._cond:
             added = self.storage.add(chunk)
             self.limiter.record_insert(added)
+            streams, counts = np.unique(chunk.stream_ids[~chunk.first], return_counts=True)
+            for stream, count in zip(streams.tolist(), counts.tolist(), strict=True):
+                self._stream_transitions[stream] = self._stream_transitions.get(stream, 0) + count
             self._cond.notify_all()
-        info = self.wait_insert(self.cfg.insert_timeout_s)
+        info = self.wait_insert(0.0)
         info["inserted"] = added
         return info
 
     def wait_insert(self, timeout_s: float) -> dict:
-        """Wait until one more insert is within the rate limit; `ready` is False on timeout."""
+        """Wait until one more insert is within the rate limit (at most `timeout_s` and
+        `replay.insert_timeout_s`); `ready` is False on timeout."""
+        timeout_s = min(timeout_s, self.cfg.insert_timeout_s)
         start = time.monotonic()
         with self._cond:
+            if not self.limiter.can_insert(1) and timeout_s > 0:
+                self._inserts_held += 1
             ready = self._cond.wait_for(lambda: self.limiter.can_insert(1), timeout=timeout_s)
             wait_s = time.monotonic() - start
             self._insert_wait_s += wait_s
             size = self.storage.num_transitions
         return {"ready": bool(ready), "wait_s": wait_s, "size": size}
 
+    def stream_transitions(self) -> dict[int, int]:
+        """Transitions stored per stream id since the shard started (restored with a snapshot)."""
+        with self._cond:
+            return dict(self._stream_transitions)
+
     # ---- learner -----------------------------------------------------------------------------
 
-    def sample(self, n: int, timeout_s: float) -> tuple[SampledBatch | None, int]:
-        """`n` transitions drawn uniformly from this shard, and the shard's size after sampling.
+    def sample(self, n: int, timeout_s: float) -> SampleReply:
+        """`n` transitions drawn uniformly from this shard, the shard's size after sampling, and
+        whether it could give more now (`sampleable`: the sampler leaves a starved shard out).
 
         Waits while the learner is ahead of the actors or the shard is below its minimum size;
-        returns (None, size) when `timeout_s` passes first.
+        returns a reply without a batch when `timeout_s` passes first.
         """
         if n > self.limiter.max_sample_request:
             raise ValueError(
@@ -153,6 +188,8 @@ class ReplayShard:
         deadline = start + timeout_s
         batch = None
         with self._cond:
+            if not self.limiter.can_sample(n):
+                self._samples_held += 1
             while batch is None:
                 if self.limiter.can_sample(n):
                     try:
@@ -168,7 +205,7 @@ class ReplayShard:
                 self.limiter.record_sample(n)
                 self._cond.notify_all()
             self._sample_wait_s += time.monotonic() - start
-            return batch, self.storage.num_transitions
+            return SampleReply(batch, self.storage.num_transitions, self.limiter.can_sample(1))
 
     # ---- service -----------------------------------------------------------------------------
 
@@ -180,10 +217,15 @@ class ReplayShard:
         with self._cond:
             return self.storage.num_transitions
 
-    def status(self) -> tuple[int, bool]:
-        """Transitions stored, and whether the shard reached its minimum size for sampling."""
+    def status(self) -> tuple[int, bool, bool]:
+        """Transitions stored, whether the shard reached its minimum size for sampling, and
+        whether its rate limiter lets the learner sample now."""
         with self._cond:
-            return self.storage.num_transitions, self.limiter.inserts >= self.limiter.min_size
+            return (
+                self.storage.num_transitions,
+                self.limiter.inserts >= self.limiter.min_size,
+                self.limiter.can_sample(1),
+            )
 
     def stats(self) -> dict:
         """Size, rates since the previous call, memory and both sides' waiting time."""
@@ -207,10 +249,15 @@ class ReplayShard:
                 "bytes_per_transition": s.bytes_per_transition,
                 "insert_wait_s": self._insert_wait_s,
                 "sample_wait_s": self._sample_wait_s,
+                "inserts_held": self._inserts_held,
+                "samples_held": self._samples_held,
+                "limiter_inserts": self.limiter.inserts,
+                "limiter_samples": self.limiter.samples,
                 "rate_diff": self.limiter.diff,
                 "ready": self.limiter.inserts >= self.limiter.min_size,
                 "snapshots_saved": self._snapshots_saved,
                 "restored_from": self.restored_from,
+                "restored_state": self.restored_state,
             }
 
     def save_snapshot(self) -> str:
@@ -221,7 +268,9 @@ class ReplayShard:
                 "(or run.snapshot_replay) to save snapshots"
             )
         with self._snapshot_lock:
-            path = save_snapshot(self.storage, self.snapshot_dir, lock=lambda: self._cond)
+            path = save_snapshot(
+                self.storage, self.snapshot_dir, lock=lambda: self._cond, extra=self._snapshot_state
+            )
             self._snapshots_saved += 1
         return str(path)
 
@@ -243,7 +292,7 @@ class RemoteReplayShard(ReplayShard):
     """ReplayShard as a Ray actor: only the sample thread differs (see SAMPLE_GROUP)."""
 
     @ray.method(concurrency_group=SAMPLE_GROUP)
-    def sample(self, n: int, timeout_s: float) -> tuple[SampledBatch | None, int]:
+    def sample(self, n: int, timeout_s: float) -> SampleReply:
         return super().sample(n, timeout_s)
 
 
@@ -255,29 +304,18 @@ def create_shards(
     samples_per_insert: float,
     seed: int = 0,
     snapshot_dir: str = "",
+    strategies: list | None = None,
 ) -> list:
-    """Start `cfg.num_shards` ReplayShard Ray actors placed by `cfg.placement`; returns their handles.
+    """Start `cfg.num_shards` ReplayShard Ray actors; returns their handles.
 
-    "spread" uses Ray's SPREAD strategy (shards on different nodes where possible); "pack" puts
-    them in one placement group bundle set with the PACK strategy (as few nodes as possible).
-    `max_restarts=-1`: Ray restarts a crashed shard, which restores its newest snapshot.
+    `strategies[i]` places shard i (the launcher pins each shard to the node it planned for it);
+    without them Ray's default placement applies. `max_restarts=-1`: Ray restarts a crashed
+    shard, which restores its newest snapshot.
     """
     remote_cls = ray.remote(concurrency_groups={SAMPLE_GROUP: 1})(RemoteReplayShard)
-    strategies: list = ["SPREAD"] * cfg.num_shards
-    if cfg.placement == "pack":
-        group = placement_group([{"CPU": 1}] * cfg.num_shards, strategy="PACK")
-        try:
-            ray.get(group.ready(), timeout=cfg.sample_timeout_s)
-        except ray.exceptions.GetTimeoutError as err:
-            raise RuntimeError(
-                f"cannot place {cfg.num_shards} replay shards (1 CPU each) with replay.placement=pack "
-                f"within {cfg.sample_timeout_s} s; cluster resources: {ray.available_resources()}; "
-                "use replay.placement=spread or fewer shards"
-            ) from err
-        strategies = [
-            PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
-            for i in range(cfg.num_shards)
-        ]
+    strategies = strategies or ["DEFAULT"] * cfg.num_shards
+    if len(strategies) != cfg.num_shards:
+        raise ValueError(f"{len(strategies)} placement strategies for {cfg.num_shards} shards")
     return [
         remote_cls.options(
             num_cpus=1,

@@ -135,12 +135,15 @@ def save_snapshot(
     directory: str | os.PathLike,
     lock: Callable[[], AbstractContextManager] | None = None,
     keep: int = KEEP_SNAPSHOTS,
+    extra: Callable[[], dict] | None = None,
 ) -> Path:
     """Write the storage's entries to `directory`; returns the Arrow file's path.
 
     `lock()` (e.g. a shard's condition) guards each read of the storage, so inserts and samples go
     on while a large snapshot compresses. Entries overwritten meanwhile are left out; the snapshot
-    holds the entries written before it started.
+    holds the entries written before it started. `extra()` (JSON-able state that must match those
+    entries, e.g. a rate limiter's counts) is read under the same lock as the entry range and comes
+    back from `snapshot_extra`.
     """
     lock = lock or nullcontext
     directory = Path(directory)
@@ -155,6 +158,7 @@ def save_snapshot(
             "frame_stack": str(storage.frame_stack),
             "total_written": str(hi),
             "rng_state": json.dumps(storage.rng.bit_generator.state),
+            "extra": json.dumps(extra() if extra is not None else {}),
         }
     schema = _schema(storage.frame_shape, storage.action_dim, metadata)
     path = directory / f"snapshot-{hi:015d}.arrow"
@@ -357,6 +361,12 @@ def restore_latest(directory: str | os.PathLike, storage: FrameReplay) -> Path |
         except SnapshotError as err:
             log.error("%s; trying the previous snapshot", err)
     return None
+
+
+def snapshot_extra(path: str | os.PathLike) -> dict:
+    """The `extra` state saved with a snapshot ({} for snapshots written without one)."""
+    meta, _ = _read_metadata(Path(path))
+    return json.loads(meta.get("extra", "{}"))
 
 
 def read_snapshot(path: str | os.PathLike) -> FrameReplay:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,3 +52,14 @@ class SampledBatch:
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
+
+
+class SampleReply(NamedTuple):
+    """A shard's answer to a sample request."""
+
+    batch: SampledBatch | None
+    """The transitions, or None when the shard could not give them before its timeout."""
+    size: int
+    """Transitions stored in the shard."""
+    sampleable: bool
+    """Whether the shard's rate limiter lets the learner take more now (False: it waits for inserts)."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -49,3 +52,26 @@ def train_with_fault(driver, when, fault):
         done.set()
         thread.join()
     return counters, injected.is_set()
+
+
+@pytest.fixture(scope="module")
+def cpu_load():
+    """A CPU-bound process for the whole module: faults must be survived on a busy machine."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def pid_of(handle) -> int:
+    """The OS process id of a Ray actor, from the GCS (the actor may be busy in a long call)."""
+    import ray
+
+    return int(ray._private.state.actors(handle._actor_id.hex())["Pid"])
+
+
+def sigkill(handle) -> int:
+    """Kill a Ray actor's OS process as a real fault does (the OOM killer, a segfault)."""
+    pid = pid_of(handle)
+    os.kill(pid, signal.SIGKILL)
+    return pid

@@ -127,10 +127,13 @@ class SlowSink:
         self.done_at.append(self.busy_until)
         return len(self.chunks) - 1
 
-    def wait(self, handle: int, timeout_s: float) -> bool:
+    def wait(self, handle: int, timeout_s: float, stored_only: bool = False) -> bool:
         remaining_s = self.done_at[handle] - time.perf_counter()
         time.sleep(min(max(remaining_s, 0.0), timeout_s))
         return remaining_s <= timeout_s
+
+    def silent_s(self, handle: int) -> float:
+        return 0.0  # a slow replay still answers
 
     def entries(self) -> TransitionChunk:
         """All chunks concatenated into one."""
@@ -253,27 +256,76 @@ def test_chunks_well_formed_and_rebuild_observation_stacks(env_cfg, env_factory,
     assert stats.env_frames > 0 and stats.frames_per_s > 0
 
 
+class GatedSink(SlowSink):
+    """A replay that completes a send only when the actor blocks on it (a wait with a timeout):
+    a poll never finds a send done, so sends pile up to the bound, whatever the machine's speed."""
+
+    def __init__(self):
+        super().__init__()
+        self.done: set[int] = set()
+        self.max_pending = 0
+
+    def send(self, chunk):
+        handle = super().send(chunk)
+        self.max_pending = max(self.max_pending, len(self.chunks) - len(self.done))
+        return handle
+
+    def wait(self, handle, timeout_s, stored_only=False):
+        if timeout_s > 0:
+            self.done.add(handle)
+        return handle in self.done
+
+
 def test_inflight_sends_bounded_by_a_slow_replay():
-    sink = SlowSink(delay_s=0.01)
+    sink = GatedSink()
     collector = make_collector(sink=sink, chunk_steps=1, max_inflight_sends=2)
     stats = collector.collect(60)
     assert len(collector._inflight) <= 2
     collector.close()
     assert stats.chunks_sent == 30 and len(sink.chunks) == 30
-    assert sink.max_in_flight == 2  # the bound was reached and never exceeded
-    assert stats.send_wait_s > 0.1  # the actor waited for the replay instead of queueing
+    assert sink.max_pending == 2  # the bound was reached and never exceeded
+    assert stats.sends_blocked == 28  # every send after the first two waited for the oldest
 
 
 def test_unresponsive_replay_raises_after_the_send_timeout():
     class DeadSink(SlowSink):
-        def wait(self, handle, timeout_s):
+        def wait(self, handle, timeout_s, stored_only=False):
             return False
+
+        def silent_s(self, handle):
+            return 1.0  # no answer for a second
 
     collector = make_collector(
         sink=DeadSink(), chunk_steps=1, max_inflight_sends=1, send_timeout_s=0.01
     )
     with pytest.raises(ReplayUnresponsiveError, match="send-timeout-s"):
         collector.collect(10)
+
+
+class HoldingSink(SlowSink):
+    """A replay that answers but holds every send back (a rate limiter waiting for the learner)."""
+
+    def wait(self, handle, timeout_s, stored_only=False):
+        time.sleep(min(timeout_s, 0.001))
+        return stored_only  # stored at once, held back from going on
+
+    def silent_s(self, handle):
+        return 0.0
+
+
+def test_held_back_actor_returns_at_its_deadline_without_an_error():
+    collector = make_collector(
+        sink=HoldingSink(), chunk_steps=1, max_inflight_sends=1, send_timeout_s=0.01
+    )
+    stats = collector.collect(1000, max_seconds=0.05)
+    # One chunk went out, then every tick waited for it: fewer steps than asked, and no error,
+    # because the replay kept answering (being held back is not being unresponsive).
+    assert stats.chunks_sent == 1 and stats.agent_steps == collector.num_envs
+    assert stats.sends_blocked == 1
+    # Closing waits until the replay stored every chunk, not for its rate limiter: at the end
+    # of a run no learner samples any more, so the actor would wait for ever.
+    collector.close()
+    assert not collector._inflight
 
 
 def test_seeds_and_streams_differ_across_actors_slots_and_incarnations():

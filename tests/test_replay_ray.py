@@ -34,7 +34,8 @@ CFG = ReplayConfig(
 
 
 def write(shard, streams: list[int], entries: int, seed: int) -> int:
-    """A rollout actor stand-in: stops when the learner leaves it waiting (insert not ready).
+    """A rollout actor stand-in: stops when the learner leaves it waiting (still not ready after
+    a `wait_insert`).
 
     An insert that fails because the shard died ran on the dead process or not at all, so it is
     sent again once the shard is back (the restarted shard has lost the stream's links anyway).
@@ -50,6 +51,8 @@ def write(shard, streams: list[int], entries: int, seed: int) -> int:
         while True:
             try:
                 info = ray.get(shard.insert.remote(chunk), timeout=30)
+                if not info["ready"]:
+                    info = ray.get(shard.wait_insert.remote(2.0), timeout=30)
                 break
             except RayActorError:
                 time.sleep(0.2)
