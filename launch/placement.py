@@ -53,11 +53,12 @@ class Placement:
         used = sum(cpus for node, cpus in self.processes.values() if node == node_id)
         return self.nodes[node_id].cpus - used
 
-    def place(self, demand: Demand) -> str:
-        """Put `demand` on its required node, else on the node with the most free CPUs."""
+    def place(self, demand: Demand, avoid: str = "") -> str:
+        """Put `demand` on its required node, else on the node with the most free CPUs; among
+        equals, not on `avoid` (where its predecessor just died), then the first listed."""
         self.processes.pop(demand.name, None)  # a replacement frees its predecessor's CPUs first
-        # max() keeps the first of equal nodes: the node order given to the plan breaks ties.
-        node = demand.node_id or max(self.nodes, key=self.free_cpus)
+        # max() keeps the first of equal keys: the node order given to the plan breaks ties.
+        node = demand.node_id or max(self.nodes, key=lambda n: (self.free_cpus(n), n != avoid))
         self.processes[demand.name] = (node, demand.cpus)
         return node
 

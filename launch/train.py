@@ -193,8 +193,9 @@ class Driver:
     def _replace(self, name: str) -> NodeAffinitySchedulingStrategy:
         """Where a replacement for process `name` goes: re-planned over the nodes alive now, so a
         node that joined since the start is used and a dead one is not."""
+        died_on = self.placement.assigned.get(name, "")
         self.placement.update_nodes(alive_nodes(first=self.driver_node))
-        node = self.placement.place(Demand(name, 1.0))
+        node = self.placement.place(Demand(name, 1.0), avoid=died_on)
         self.placement_log.write(f"replace {name}", self.placement, [name])
         log.warning("%s goes to node %s", name, self.placement.describe_one(name))
         return pin(node)
