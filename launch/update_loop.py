@@ -51,9 +51,7 @@ class UpdateLoop:
         now = time.perf_counter()
         row: dict[str, float] = {"learner/updates": float(self.learner.updates)}
         if self._count:
-            stacked = (
-                torch.stack([v / self._count for v in self._sums.values()]).cpu().tolist()
-            )
+            stacked = torch.stack([v / self._count for v in self._sums.values()]).cpu().tolist()
             row.update(zip(self._sums.keys(), stacked, strict=True))
             row["learner/policy_lag"] = self._lag_sum / self._count
         row["learner/updates_per_s"] = self._count / max(now - self._since, 1e-9)
