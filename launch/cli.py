@@ -9,6 +9,7 @@ sacae export --run-dir RUN out.parquet
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -116,9 +117,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return commands[argv[0]](argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:  # noqa: BLE001 - every failure ends in one line, see below
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print(error_line(err), file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+
+
+DEBUG_ENV = "SACAE_DEBUG"
+"""Set to 1 to get the Python traceback of a failure instead of its one-line summary."""
+
+
+def error_line(err: BaseException) -> str:
+    """One line for the user: what went wrong and the fix (our errors name both), no traceback.
+
+    Our own error types carry a message written for the user; anything else is unexpected, and
+    the line says how to see the traceback.
+    """
+    from launch.ray_setup import ClusterAddressError
+    from launch.run_dir import CheckpointError
+    from launch.train import LearnerDiedError
+    from replay.snapshot import SnapshotError
+
+    if isinstance(
+        err, (ConfigError, ClusterAddressError, CheckpointError, LearnerDiedError, SnapshotError)
+    ):
+        return "error: " + " ".join(str(err).split())
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0][:300] if lines else type(err).__name__
+    return (
+        f"error: {type(err).__name__}: {text} (unexpected; run again with {DEBUG_ENV}=1 for the "
+        "traceback, and report it)"
+    )
 
 
 if __name__ == "__main__":

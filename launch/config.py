@@ -177,3 +177,5 @@ def smoke() -> TrainConfig:
 
 
 PRESETS = {"carracing": carracing, "smoke": smoke}
+CPU_PRESET = "carracing-cpu"
+"""The preset sized for a machine without a GPU (see `sacae train --preset`)."""

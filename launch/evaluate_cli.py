@@ -11,7 +11,7 @@ import tyro
 
 from actors.evaluate import evaluate_policy
 from launch.config import config_from_dict
-from launch.run_dir import CheckpointError, load_checkpoint
+from launch.run_dir import load_checkpoint
 from learner.networks import build_policy
 
 
@@ -45,10 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(EvalArgs, args=argv)
     if args.episodes < 1:
         raise SystemExit(f"error: --episodes {args.episodes} is invalid: allowed >= 1")
-    try:
-        checkpoint = load_checkpoint(args.checkpoint)
-    except CheckpointError as err:
-        raise SystemExit(f"error: {err}") from err
+    checkpoint = load_checkpoint(args.checkpoint)  # a CheckpointError ends as one `error:` line
     torch.set_num_threads(1)
     policy, cfg = load_policy(checkpoint)
     result = evaluate_policy(policy, cfg.env, args.episodes, seed=args.seed, video_path=args.video)

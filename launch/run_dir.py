@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,18 +69,37 @@ class RunDir:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load and validate a checkpoint file; a clear CheckpointError for anything unusable."""
+    """Load and validate a checkpoint file, or the newest valid one of a run directory.
+
+    In a directory, a corrupt newest checkpoint (a crash while writing, a full disk) is skipped
+    with a warning that names it, for the one before it. A clear CheckpointError for anything
+    unusable.
+    """
     path = Path(path)
-    if path.is_dir():
-        latest = RunDir(path).latest_checkpoint() if (path / "checkpoints").is_dir() else None
-        if latest is None:
-            found = sorted(path.glob("ckpt_*.pt"))
-            latest = found[-1] if found else None
-        if latest is None:
-            raise CheckpointError(
-                f"no checkpoint in {path}; pass a ckpt_*.pt file or a run directory with checkpoints/"
-            )
-        path = latest
+    if not path.is_dir():
+        return _load_checkpoint_file(path, map_location)
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    found = sorted(folder.glob("ckpt_*.pt"), reverse=True)
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint in {path}; pass a ckpt_*.pt file or a run directory with checkpoints/"
+        )
+    errors = []
+    for candidate in found:
+        try:
+            payload = _load_checkpoint_file(candidate, map_location)
+        except CheckpointError as err:
+            print(f"sacae: warning: skipping {candidate.name}: {err}", file=sys.stderr, flush=True)
+            errors.append(str(err))
+            continue
+        return payload
+    raise CheckpointError(
+        f"no usable checkpoint in {folder}: every ckpt_*.pt is damaged; start a new run or put "
+        f"back a copy of a checkpoint (newest: {errors[0]})"
+    )
+
+
+def _load_checkpoint_file(path: Path, map_location: str | torch.device) -> dict:
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; pass a ckpt_*.pt file from a run's checkpoints/"

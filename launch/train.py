@@ -25,7 +25,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.collector import CollectStats
 from actors.evaluate import EvalActor
 from actors.rollout_actor import RolloutActor, WeightsRegistry
-from launch.config import TrainConfig
+from launch.config import CPU_PRESET, PRESETS, TrainConfig
 from launch.learner_worker import RemoteLearnerWorker
 from launch.metrics import MetricsLogger, ProgressBar, plot_learning_curve
 from launch.placement import Demand, Placement, PlacementLog, alive_nodes, pin, plan_placement
@@ -102,12 +102,15 @@ class Window:
 
 
 class Driver:
-    def __init__(self, cfg: TrainConfig, run: RunDir, topology: Topology, resume: Path | None):
+    def __init__(
+        self, cfg: TrainConfig, run: RunDir, topology: Topology, resume: Path | dict | None
+    ):
+        """`resume`: a run directory or checkpoint file, or a checkpoint already loaded."""
         self.cfg, self.run, self.topology = cfg, run, topology
         self.counters = Counters()
         learner_state = None
         if resume is not None:
-            checkpoint = load_checkpoint(resume)
+            checkpoint = resume if isinstance(resume, dict) else load_checkpoint(resume)
             learner_state = checkpoint["learner"]
             self.counters = Counters(
                 **{
@@ -168,6 +171,7 @@ class Driver:
         self.curve: list[tuple[int, float, float]] = []
         self.last_learner_row: dict[str, float] = {}
         self.last_return: float | None = None
+        self._eta_said = False
 
     # -- placement and processes ------------------------------------------------------------------
 
@@ -254,6 +258,7 @@ class Driver:
                     elif kind == "learner":
                         self.last_learner_row = self._learner_result(ref)
                         counters.updates = int(self.last_learner_row["learner/updates"])
+                        self._say_cpu_eta()
                         pending[self.learner.train_for.remote(LEARNER_CALL_S)] = (
                             "learner",
                             0,
@@ -430,6 +435,14 @@ class Driver:
                 f"the learner process died ({type(err).__name__}: {summary}); {self._resume_hint()}"
             ) from err
 
+    def _say_cpu_eta(self) -> None:
+        """Once, on a learner without a GPU: its measured rate and what the run will take."""
+        rate = self.last_learner_row.get("learner/updates_per_s", 0.0)
+        if self.topology.learner_gpus or self._eta_said or rate <= 0 or self.counters.updates < 10:
+            return
+        self._eta_said = True
+        print(cpu_eta_line(self.cfg, self.counters.env_frames, rate), flush=True)
+
     def _resume_hint(self) -> str:
         latest = self.run.latest_checkpoint()
         where = f"the last checkpoint is {latest}" if latest else "no checkpoint was written yet"
@@ -482,10 +495,26 @@ class Driver:
         )
 
 
+def cpu_eta_line(cfg: TrainConfig, env_frames: int, updates_per_s: float) -> str:
+    """What a learner without a GPU will take for the rest of the run, and what to do about it."""
+    frames_left = max(cfg.run.total_env_frames - env_frames, 0)
+    updates = frames_left / cfg.env.action_repeat * cfg.learner.updates_per_step
+    hours = updates / updates_per_s / 3600
+    line = (
+        f"sacae: no GPU: the learner measured {updates_per_s:.2f} updates/s; the "
+        f"{frames_left:,} env frames left ({updates:,.0f} updates) take about {hours:,.1f} h"
+    )
+    if hours > 12 and CPU_PRESET in PRESETS and cfg != PRESETS[CPU_PRESET]():
+        line += f"; on a CPU machine use --preset {CPU_PRESET}, sized for one"
+    return line
+
+
 def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
     """Run a distributed training job to `run.total_env_frames`; returns the final counters."""
     if resume is not None:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_dir=str(resume)))
+    # Before anything starts: a run with no usable checkpoint fails here, not after Ray is up.
+    checkpoint = load_checkpoint(resume) if resume is not None else None
     local = cfg.run.address == LOCAL
     cpus = cfg.run.num_cpus or os.cpu_count() or 1
     if local:
@@ -494,19 +523,20 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
     else:
         resources = init_ray(cfg.run.address)
         topology = plan_topology(cfg, int(resources.get("CPU", 1)) - 1, resources.get("GPU", 0))
-    run = RunDir.create(cfg)
-    print(
-        f"sacae: run directory {run.path}; {topology.num_actors} actors, {cfg.replay.num_shards} shards, "
-        f"learner on {'GPU' if topology.learner_gpus else 'CPU'}",
-        flush=True,
-    )
-    driver = Driver(cfg, run, topology, resume)
-    print(f"sacae: placement: {driver.placement.describe()}", flush=True)
-    # Ctrl-C and SIGTERM (`ray job stop`, a scheduler's kill) both end the run the same way: through
-    # the driver's `finally`, which writes a checkpoint. A shell's `&` would leave SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
+        run = RunDir.create(cfg)
+        print(
+            f"sacae: run directory {run.path}; {topology.num_actors} actors, "
+            f"{cfg.replay.num_shards} shards, learner on {'GPU' if topology.learner_gpus else 'CPU'}",
+            flush=True,
+        )
+        driver = Driver(cfg, run, topology, checkpoint)
+        print(f"sacae: placement: {driver.placement.describe()}", flush=True)
+        # Ctrl-C and SIGTERM (`ray job stop`, a scheduler's kill) both end the run the same way:
+        # through the driver's `finally`, which writes a checkpoint. A shell's `&` would leave
+        # SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         return driver.train()
     except KeyboardInterrupt:
         print(

@@ -119,3 +119,56 @@ def test_old_checkpoints_are_pruned(tmp_path):
     assert [p.name for p in sorted(run.checkpoints.glob("*.pt"))] == [
         f"ckpt_{u:010d}.pt" for u in (2, 3, 4)
     ]
+
+
+def smoke_run(tmp_path) -> tuple[RunDir, TrainConfig]:
+    base = PRESETS["smoke"]()
+    cfg = dataclasses.replace(base, run=dataclasses.replace(base.run, run_dir=str(tmp_path)))
+    return RunDir.create(cfg), cfg
+
+
+def test_run_directory_falls_back_past_a_corrupt_newest_checkpoint(tmp_path, capsys):
+    run, cfg = smoke_run(tmp_path)
+    run.save_checkpoint({}, {"updates": 1}, cfg)
+    newest = run.save_checkpoint({}, {"updates": 2}, cfg)
+    newest.write_bytes(newest.read_bytes()[:100])  # a crash while writing, a full disk
+    assert load_checkpoint(tmp_path)["counters"]["updates"] == 1
+    warning = capsys.readouterr().err
+    assert newest.name in warning and "skipping" in warning
+    assert newest.exists(), "a bad checkpoint is reported, never deleted"
+
+
+def test_every_user_facing_failure_is_one_clean_line(tmp_path, capsys, monkeypatch):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.delenv("SACAE_DEBUG", raising=False)
+    run, cfg = smoke_run(tmp_path)
+    path = run.save_checkpoint({}, {"updates": 1}, cfg)
+    path.write_bytes(b"not a checkpoint")
+    failures = [
+        (["train", "--run.address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
+        (["train", "--resume", str(tmp_path)], "no usable checkpoint"),
+        (["eval", "--checkpoint", str(tmp_path)], "no usable checkpoint"),
+        (["export", "--run-dir", str(tmp_path / "nope"), str(tmp_path / "x.parquet")], "nope"),
+    ]
+    for argv, message in failures:
+        assert cli_main(argv) != 0, argv
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+        assert len(lines) == 1 and message in lines[0], (argv, lines)
+    # With SACAE_DEBUG=1 the traceback comes back (the exception propagates).
+    monkeypatch.setenv("SACAE_DEBUG", "1")
+    with pytest.raises(ClusterAddressError):
+        cli_main(["train", "--run.address", "127.0.0.1:1"])
+
+
+def test_cpu_only_run_is_told_its_rate_and_time():
+    from launch.train import cpu_eta_line
+
+    cfg = PRESETS["carracing"]()
+    line = cpu_eta_line(cfg, env_frames=0, updates_per_s=1.0)
+    # 2M frames at action repeat 4 and 1 update per step: 500k updates at 1/s is 138.9 h.
+    assert "1.00 updates/s" in line and "500,000 updates" in line and "138.9 h" in line
+    if "carracing-cpu" in PRESETS:
+        assert "--preset carracing-cpu" in line
