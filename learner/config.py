@@ -68,16 +68,13 @@ class LearnerConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the learner runs: auto picks CUDA when present, else the CPU."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """bf16 autocast of the pixel side (convs, encoder and decoder Linear); auto: bf16 on CUDA and on
-    CPUs with native bf16 (avx512_bf16 or AMX), else fp32. See docs/deviations.md for what stays fp32."""
+    """bf16 autocast of the pixel side (convs, encoder and decoder Linear; the rest stays fp32, docs/deviations.md 11); auto: bf16 on CUDA and on CPUs with native bf16 (avx512_bf16 or AMX), else fp32."""
     channels_last: Literal["auto", "on", "off"] = "auto"
-    """Channels-last memory format for the convs; auto: on for CUDA, and on the CPU as measured
-    (learner/precision.py: CPU_CHANNELS_LAST)."""
+    """Channels-last memory format for the convs; auto: on for CUDA, and on the CPU as measured (learner/precision.py: CPU_CHANNELS_LAST)."""
     compile: bool = False
-    """torch.compile the forward+loss of the critic, policy and decoder steps (meant for CUDA; on the
-    CPU it works but its warm-up takes minutes)."""
+    """torch.compile the trunk and the forward+loss of the critic, policy and decoder steps (meant for CUDA; on the CPU it works but warms up for minutes)."""
     augment_shift: int = 0
-    """DrQ random shift in pixels (pad replicate, random crop back): 0 is off, the SAC-AE recipe; DrQ uses 4."""
+    """DrQ random shift in pixels (replicate pad, random crop back to size); 0 = off = the SAC-AE recipe; DrQ uses 4."""
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "learner.batch_size", self.batch_size, ">= 1")
