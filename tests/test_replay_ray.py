@@ -125,3 +125,25 @@ def test_killed_shard_restarts_from_its_snapshot(service):
     after = ray.get(shards[0].stats.remote(), timeout=30)
     assert after["restored_from"] == path
     assert after["size"] >= saved["size"]
+
+
+def test_a_starved_shard_does_not_stall_the_learner(ray_local):
+    """Shard 0's only writer stops (its actor died); the learner draws around it from shard 1,
+    whose writer goes on. Before, the learner waited on shard 0 until its hang timeout, and shard
+    1's rate limiter stopped shard 1's writer meanwhile: one dead actor stalled the whole run."""
+    shards = create_shards(CFG, FRAME_SHAPE, ACTION_DIM, STACK, SPI, seed=1)
+    remote_write = ray_local.remote(num_cpus=0)(write)  # the shards take every CPU
+    ray_local.get(remote_write.remote(shards[0], [50], 30, seed=5), timeout=60)  # then silence
+    writer = remote_write.remote(shards[1], [60, 61], 2000, seed=6)
+    sampler = ReplaySampler(shards, BATCH, CFG.prefetch, CFG.sample_timeout_s, hang_timeout_s=30)
+    from_shard = np.zeros(2)
+    for _ in range(60):  # far more than shard 0's limiter lets the learner take
+        for s, _, _ in check_batch(sampler.next_batch()):
+            from_shard[int(s >= 60)] += 1
+    starved = ray_local.get(shards[0].stats.remote(), timeout=30)
+    assert starved["samples"] <= (starved["inserts"] - 10 + CFG.rate_tolerance) * SPI
+    assert sampler.stats()["sampler/redraws"] > 0 and from_shard[1] > from_shard[0] > 0
+    sampler.close()
+    for shard in shards:
+        ray_local.kill(shard)
+    ray_local.cancel(writer, force=True)
