@@ -60,6 +60,23 @@ class WeightsRegistry:
         return self._version
 
 
+class RegistryPublisher:
+    """The learner's side of the registry: one `ray.put` per version, one publish in flight.
+
+    The previous publish must have landed before the next is sent, so versions arrive in order
+    and the object store holds at most two versions of the weights for the learner.
+    """
+
+    def __init__(self, registry: ray.actor.ActorHandle, timeout_s: float):
+        self._registry, self._timeout_s = registry, timeout_s
+        self._in_flight: ray.ObjectRef | None = None
+
+    def __call__(self, weights: PolicyWeights) -> None:
+        if self._in_flight is not None:
+            ray.get(self._in_flight, timeout=self._timeout_s)
+        self._in_flight = self._registry.publish.remote(weights.version, [ray.put(weights)])
+
+
 class RegistryWeightSource:
     """A `WeightSource` that never blocks collection on the registry or on the weight transfer.
 

@@ -13,11 +13,9 @@ import os
 import secrets
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import imageio.v3 as iio
-import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -27,11 +25,10 @@ from actors.evaluate import EvalActor
 from actors.rollout_actor import RolloutActor, WeightsRegistry
 from launch.config import CPU_PRESET, PRESETS, TrainConfig
 from launch.learner_worker import RemoteLearnerWorker
-from launch.metrics import MetricsLogger, ProgressBar, plot_learning_curve
 from launch.placement import Demand, Placement, PlacementLog, alive_nodes, pin, plan_placement
 from launch.ray_setup import LOCAL, init_ray
 from launch.run_dir import RunDir, load_checkpoint
-from replay.sampler import shard_metrics
+from launch.runner import Counters, Runner, replay_metrics
 from replay.shard import assign_shard, create_shards
 
 log = logging.getLogger("sacae")
@@ -78,48 +75,16 @@ def plan_topology(cfg: TrainConfig, cpus: int, gpus: float) -> Topology:
     )
 
 
-@dataclass
-class Counters:
-    env_frames: int = 0
-    env_steps: int = 0
-    updates: int = 0
-    episodes: int = 0
-    incarnation: int = 0
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class Window:
-    """What happened since the last metrics row."""
-
-    start: float = field(default_factory=time.monotonic)
-    env_frames: int = 0
-    send_wait_s: float = 0.0
-    returns: list = field(default_factory=list)
-    lengths: list = field(default_factory=list)
-
-
 class Driver:
     def __init__(
         self, cfg: TrainConfig, run: RunDir, topology: Topology, resume: Path | dict | None
     ):
         """`resume`: a run directory or checkpoint file, or a checkpoint already loaded."""
         self.cfg, self.run, self.topology = cfg, run, topology
-        self.counters = Counters()
-        learner_state = None
-        if resume is not None:
-            checkpoint = resume if isinstance(resume, dict) else load_checkpoint(resume)
-            learner_state = checkpoint["learner"]
-            self.counters = Counters(
-                **{
-                    k: v
-                    for k, v in checkpoint["counters"].items()
-                    if k in Counters.__dataclass_fields__
-                }
-            )
-            self.counters.incarnation += 1  # new tracks and new streams after a resume
+        checkpoint = resume if isinstance(resume, dict | None) else load_checkpoint(resume)
+        self.runner = Runner(cfg, run, checkpoint, topology.num_actors)
+        self.counters = self.runner.counters
+        learner_state = self.runner.learner_state
         env = cfg.env
         snapshot_dir = ""
         if cfg.run.snapshot_replay or cfg.replay.snapshot_every_s > 0:
@@ -153,8 +118,7 @@ class Driver:
             max_restarts=0,
             scheduling_strategy=pin(self.placement.assigned["learner"]),
         ).remote(cfg, env.obs_shape, env.action_dim, self.shards, self.registry, learner_state)
-        seed_steps = 0 if resume is not None else cfg.actor.seed_steps
-        per_actor_seed = -(-seed_steps // topology.num_actors)
+        per_actor_seed = -(-self.runner.seed_steps // topology.num_actors)
         # Each actor's incarnation (a replacement draws a new one: new streams, new tracks), and
         # the agent steps its completed calls reported, per (actor, incarnation).
         self.actor_incarnations = [self.counters.incarnation] * topology.num_actors
@@ -164,14 +128,18 @@ class Driver:
             for i in range(topology.num_actors)
         ]
         self.eval_actor = self._start_eval_actor() if cfg.run.eval_every_frames else None
-        self.actor_restarts = 0
         self.eval_restarts = 0
         # The newest weights version each actor has acted with.
         self.actor_versions = [0] * topology.num_actors
-        self.curve: list[tuple[int, float, float]] = []
-        self.last_learner_row: dict[str, float] = {}
-        self.last_return: float | None = None
         self._eta_said = False
+
+    @property
+    def curve(self) -> list[tuple[int, float, float]]:
+        return self.runner.curve
+
+    @property
+    def actor_restarts(self) -> int:
+        return self.runner.actor_restarts
 
     # -- placement and processes ------------------------------------------------------------------
 
@@ -233,66 +201,51 @@ class Driver:
     # -- the loop ---------------------------------------------------------------------------------
 
     def train(self) -> Counters:
-        cfg, counters = self.cfg, self.counters
-        logger = MetricsLogger(self.run.path)
-        bar = ProgressBar(cfg.run.total_env_frames, counters.env_frames, cfg.run.progress_bar)
+        """Step the run to its frame budget: keep one call of every process in flight and turn
+        each reply into counters, metrics, evaluations, checkpoints and replacements."""
+        runner = self.runner
         pending: dict[ray.ObjectRef, tuple[str, int, float]] = {}
         for i in range(len(self.actors)):
             pending[self._run_actor(i)] = ("actor", i, time.monotonic())
         pending[self.learner.train_for.remote(LEARNER_CALL_S)] = ("learner", 0, time.monotonic())
-        next_eval = (
-            counters.env_frames + cfg.run.eval_every_frames if cfg.run.eval_every_frames else None
-        )
-        next_checkpoint = counters.updates + cfg.run.checkpoint_every_updates
-        window, next_log = Window(), time.monotonic() + cfg.run.log_every_s
         self.learner_alive = True
-        deadline = time.monotonic() + cfg.run.max_seconds if cfg.run.max_seconds else float("inf")
         try:
-            while counters.env_frames < cfg.run.total_env_frames and time.monotonic() < deadline:
+            while runner.running():
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
                     kind, index, _ = pending.pop(ref)
                     if kind == "actor":
-                        self._on_actor_reply(ref, index, window)
+                        self._on_actor_reply(ref, index)
                         pending[self._run_actor(index)] = ("actor", index, time.monotonic())
                     elif kind == "learner":
-                        self.last_learner_row = self._learner_result(ref)
-                        counters.updates = int(self.last_learner_row["learner/updates"])
+                        runner.on_learner_row(self._learner_result(ref))
                         self._say_cpu_eta()
-                        pending[self.learner.train_for.remote(LEARNER_CALL_S)] = (
-                            "learner",
-                            0,
-                            time.monotonic(),
-                        )
+                        call = self.learner.train_for.remote(LEARNER_CALL_S)
+                        pending[call] = ("learner", 0, time.monotonic())
                     elif kind == "eval":
-                        self._on_eval_reply(ref, index, logger)
+                        self._on_eval_reply(ref, index)
                 self._check_hung(pending)
-                if (
-                    next_eval is not None
-                    and counters.env_frames >= next_eval
-                    and not any(k == "eval" for k, *_ in pending.values())
-                ):
+                evaluating = any(kind == "eval" for kind, *_ in pending.values())
+                if not evaluating and runner.eval_due(self.counters.env_frames):
                     ref = self._start_eval()
-                    if ref is not None:  # None: no weights published yet, ask again later
-                        next_eval += cfg.run.eval_every_frames
-                        pending[ref] = ("eval", counters.env_frames, time.monotonic())
-                if counters.updates >= next_checkpoint:
-                    next_checkpoint = counters.updates + cfg.run.checkpoint_every_updates
+                    if ref is None:  # no weights published yet: ask again next time
+                        runner.eval_due.postpone()
+                    else:
+                        pending[ref] = ("eval", self.counters.env_frames, time.monotonic())
+                if runner.checkpoint_due(self.counters.updates):
                     self._checkpoint()
-                if time.monotonic() >= next_log:
-                    self._log(logger, bar, window)
-                    window, next_log = Window(), time.monotonic() + cfg.run.log_every_s
+                if runner.log_due(time.monotonic()):
+                    self._log()
             # Let a running evaluation finish so the last curve point is written.
             for ref, (kind, index, _) in list(pending.items()):
                 if kind == "eval":
-                    self._on_eval_reply(ref, index, logger)
+                    self._on_eval_reply(ref, index)
         finally:
             if self.learner_alive:
                 self._checkpoint()
-            self._log(logger, bar, window)
-            logger.close()
-            bar.close()
-        return counters
+            self._log()
+            runner.close()
+        return self.counters
 
     def close(self) -> None:
         """Stop every process of the run (on a cluster they would otherwise outlive the driver)."""
@@ -307,7 +260,7 @@ class Driver:
     def _run_actor(self, index: int) -> ray.ObjectRef:
         return self.actors[index].run_for.remote(ACTOR_CALL_STEPS, ACTOR_CALL_S)
 
-    def _on_actor_reply(self, ref: ray.ObjectRef, index: int, window: Window) -> None:
+    def _on_actor_reply(self, ref: ray.ObjectRef, index: int) -> None:
         try:
             stats: CollectStats = ray.get(ref, timeout=self.cfg.run.remote_timeout_s)
         except (RayActorError, RayTaskError, GetTimeoutError) as err:
@@ -316,16 +269,7 @@ class Driver:
         self.actor_versions[index] = max(self.actor_versions[index], stats.weights_version)
         key = (index, self.actor_incarnations[index])
         self.reported_steps[key] = self.reported_steps.get(key, 0) + stats.agent_steps
-        c = self.counters
-        c.env_frames += stats.env_frames
-        c.env_steps += stats.agent_steps
-        c.episodes += stats.episodes
-        window.env_frames += stats.env_frames
-        window.send_wait_s += stats.send_wait_s
-        window.returns.extend(stats.episode_returns)
-        window.lengths.extend(stats.episode_lengths)
-        if stats.episode_returns:
-            self.last_return = stats.episode_returns[-1]
+        self.runner.on_collect(stats)
 
     def _on_actor_failure(self, index: int, err: Exception) -> None:
         """Replace a dead (or hung) rollout actor by a new one with a new incarnation.
@@ -335,7 +279,7 @@ class Driver:
         until the restart is done, and Ray puts the restart on the node the hint chooses, never
         on a node that joined later. The new actor skips the seed steps and draws new tracks.
         """
-        self.actor_restarts += 1
+        self.runner.actor_restarts += 1
         if self.actor_restarts > self.cfg.run.max_actor_restarts:
             raise RuntimeError(
                 f"rollout actors failed {self.actor_restarts} times (> run.max_actor_restarts); "
@@ -362,16 +306,16 @@ class Driver:
             return None
         if self.eval_actor is None:
             self.eval_actor = self._start_eval_actor(strategy=self._replace("eval"))
-        # Fresh tracks: eval seeds come from their own seed domain, moved on at every evaluation.
-        args = (latest[0], self.cfg.run.eval_episodes, self.cfg.run.seed + len(self.curve))
+        args = (latest[0], self.cfg.run.eval_episodes, self.runner.eval_seed())
         if self.cfg.run.eval_video:
             # The video comes back as bytes: the eval actor may run on another node of a cluster.
             return self.eval_actor.evaluate_with_video.remote(*args)
         return self.eval_actor.evaluate.remote(*args)
 
-    def _on_eval_reply(self, ref: ray.ObjectRef, frames: int, logger: MetricsLogger) -> None:
+    def _on_eval_reply(self, ref: ray.ObjectRef, frames: int) -> None:
+        timeout = self.cfg.run.remote_timeout_s
         try:
-            result = ray.get(ref, timeout=self.cfg.run.remote_timeout_s)
+            result = ray.get(ref, timeout=timeout)
         except (RayActorError, RayTaskError, GetTimeoutError) as err:
             log.warning(
                 "evaluation at %d frames failed (%s); the next one starts a new eval actor",
@@ -382,27 +326,14 @@ class Driver:
             self.eval_actor = None
             self.eval_restarts += 1
             return
+        video = None
         if isinstance(result, tuple):
-            result, video, suffix = result
-            (self.run.eval_dir / f"eval_{frames:010d}{suffix}").write_bytes(video)
-        self.curve.append((frames, result.mean_return, result.std_return))
-        logger.write(
-            frames,
-            {
-                "eval/return_mean": result.mean_return,
-                "eval/return_std": result.std_return,
-                "eval/episode_length_mean": float(np.mean(result.lengths)),
-            },
-        )
-        plot_learning_curve(self.curve, self.run.eval_dir / "learning_curve.png")
+            result, *video = result
         try:
-            image = ray.get(
-                self.learner.reconstruction_image.remote(), timeout=self.cfg.run.remote_timeout_s
-            )
+            image = ray.get(self.learner.reconstruction_image.remote(), timeout=timeout)
         except (RayActorError, RayTaskError, GetTimeoutError):
             image = None
-        if image is not None:
-            iio.imwrite(self.run.eval_dir / f"reconstruction_{frames:010d}.png", image)
+        self.runner.record_eval(frames, result, video, image)
 
     def _check_hung(self, pending: dict) -> None:
         now = time.monotonic()
@@ -437,7 +368,7 @@ class Driver:
 
     def _say_cpu_eta(self) -> None:
         """Once, on a learner without a GPU: its measured rate and what the run will take."""
-        rate = self.last_learner_row.get("learner/updates_per_s", 0.0)
+        rate = self.runner.last_learner_row.get("learner/updates_per_s", 0.0)
         if self.topology.learner_gpus or self._eta_said or rate <= 0 or self.counters.updates < 10:
             return
         self._eta_said = True
@@ -451,48 +382,19 @@ class Driver:
     # -- outputs ----------------------------------------------------------------------------------
 
     def _checkpoint(self) -> None:
-        timeout = self.cfg.run.remote_timeout_s
         state = self._learner_result(self.learner.state_dict.remote())
-        self.counters.updates = int(state["updates"])
         if self.cfg.run.snapshot_replay:
+            timeout = self.cfg.run.remote_timeout_s
             ray.get([s.save_snapshot.remote() for s in self.shards], timeout=timeout)
-        self.run.save_checkpoint(state, self.counters.as_dict(), self.cfg)
+        self.runner.save_checkpoint(state)
 
-    def _log(self, logger: MetricsLogger, bar: ProgressBar, window: Window) -> None:
-        elapsed = max(time.monotonic() - window.start, 1e-9)
-        row: dict[str, float] = dict(self.last_learner_row)
-        row.update(
-            {
-                "counters/env_frames": self.counters.env_frames,
-                "counters/env_steps": self.counters.env_steps,
-                "counters/episodes": self.counters.episodes,
-                "actors/env_frames_per_s": window.env_frames / elapsed,
-                "actors/send_wait_fraction": window.send_wait_s
-                / elapsed
-                / max(len(self.actors), 1),
-                "actors/restarts": self.actor_restarts,
-            }
-        )
-        if window.returns:
-            row["actors/episode_return"] = float(np.mean(window.returns))
-            row["actors/episode_length"] = float(np.mean(window.lengths))
+    def _log(self) -> None:
         try:
             stats = ray.get([s.stats.remote() for s in self.shards], timeout=10.0)
-            row.update(shard_metrics(stats))
-            inserts = sum(s["inserts_per_s"] for s in stats)
-            samples = sum(s["samples_per_s"] for s in stats)
-            row["replay/samples_per_insert"] = samples / inserts if inserts > 0 else 0.0
-            row["learner/env_frames_consumed_per_s"] = samples * self.cfg.env.action_repeat
+            extra = replay_metrics(stats, self.cfg.env.action_repeat)
         except (GetTimeoutError, RayActorError, RayTaskError):
-            pass  # a restarting shard: its stats come with the next row
-        logger.write(self.counters.env_frames, row)
-        bar.update(
-            self.counters.env_frames,
-            self.counters.updates,
-            self.last_return,
-            row["actors/env_frames_per_s"],
-            row.get("learner/updates_per_s", 0.0),
-        )
+            extra = {}  # a restarting shard: its stats come with the next row
+        self.runner.write_row(extra)
 
 
 def cpu_eta_line(cfg: TrainConfig, env_frames: int, updates_per_s: float) -> str:

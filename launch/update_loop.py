@@ -32,7 +32,8 @@ class UpdateLoop:
         self.publish_now()
 
     def publish_now(self) -> None:
-        self.publish(self.learner.policy_weights())
+        self.latest = self.learner.policy_weights()
+        self.publish(self.latest)
 
     def step(self, batch: SampledBatch) -> None:
         # Policy lag: versions the learner moved on since the sampled actions were chosen.

@@ -47,8 +47,11 @@ def alpha_loss(alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float)
 def reconstruction_target(obs: torch.Tensor, bits: int = 5) -> torch.Tensor:
     """uint8 obs reduced to 5 bits, dequantised with uniform noise, centred (Kingma & Dhariwal 2018)."""
     bins = 2**bits
-    x = torch.floor(obs.float() / 2 ** (8 - bits)) / bins
-    return x + torch.rand_like(x) / bins - 0.5
+    # floor(obs / 2^(8-bits)) as a shift on the integers, then one fused pass. Dividing by a power
+    # of two commutes with rounding, so this equals floor(obs/8)/32 + noise/32 - 0.5 bit for bit
+    # (tests/test_learner.py checks it), at about half the time of the float version.
+    x = torch.bitwise_right_shift(obs, 8 - bits).float()
+    return (x + torch.rand_like(x)).div_(bins).sub_(0.5)
 
 
 def reconstruction_loss(

@@ -328,3 +328,15 @@ def test_compiled_learner_updates_and_reconstruct_does_not_recompile():
     learner.reconstruct(torch.zeros(4, 9, 48, 48, dtype=torch.uint8))
     learner.update(batch)
     assert dict(counters["stats"]).get("unique_graphs", 0) == frames["unique_graphs"]
+
+
+def test_reconstruction_target_is_the_recipe_bit_for_bit():
+    from learner.losses import reconstruction_target
+
+    obs = torch.arange(256, dtype=torch.uint8).repeat(3, 1)
+    torch.manual_seed(3)
+    got = reconstruction_target(obs)
+    torch.manual_seed(3)
+    x = torch.floor(obs.float() / 8) / 32
+    expected = x + torch.rand_like(x) / 32 - 0.5  # the recipe's formula
+    assert torch.equal(got, expected)

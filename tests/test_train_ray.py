@@ -14,6 +14,7 @@ from conftest import train_with_fault
 from launch.config import smoke
 from launch.ray_setup import init_ray
 from launch.run_dir import RunDir, load_checkpoint
+from launch.serial import train_serial
 from launch.train import Driver, LearnerDiedError, plan_topology
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -83,6 +84,17 @@ def test_end_to_end_smoke_then_resume(tmp_path, ray_six_cpus):
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["counters"]["updates"] == counters.updates
     assert json.loads((run_dir / "config.json").read_text())["learner"]["batch_size"] == 16
+
+    # Serial mode on the same config writes the same metric keys (the run core is shared).
+    serial_cfg = dataclasses.replace(
+        cfg, run=dataclasses.replace(cfg.run, run_dir=str(tmp_path / "serial"), serial=True)
+    )
+    train_serial(serial_cfg)
+    serial_keys = set().union(*read_metrics(tmp_path / "serial"))
+    # Per-shard keys follow the shard count; episode keys need an episode that ended (the
+    # single serial actor drives one 1000-frame episode to its end, the two actors do not).
+    other = re.compile(r"^replay/shard\d+/|^actors/episode_")
+    assert {k for k in serial_keys if not other.match(k)} == {k for k in keys if not other.match(k)}
 
     # Resume: counters continue from the checkpoint and learning goes on.
     resumed_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, total_env_frames=1800))

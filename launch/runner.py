@@ -1,0 +1,200 @@
+"""The run core both modes share: counters, resume, schedules, evaluation records and metric rows.
+
+`launch/serial.py` (one process) and `launch/train.py` (Ray) differ only in how they step and
+where processes live; everything a run records goes through one `Runner`, so both modes write the
+same files and the same metric keys (tests/test_train_modes.py checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import imageio.v3 as iio
+import numpy as np
+
+from actors.collector import CollectStats
+from actors.evaluate import EvalResult
+from launch.config import TrainConfig
+from launch.metrics import MetricsLogger, ProgressBar, plot_learning_curve
+from launch.run_dir import RunDir
+from replay.sampler import shard_metrics
+
+
+@dataclass
+class Counters:
+    env_frames: int = 0
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    incarnation: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Every:
+    """Fires when a counter crosses the next multiple of `period` after `start` (DrQ-v2's `Every`,
+    on thresholds): episodes of varying length never make an evaluation skip or repeat. A period
+    of 0 never fires."""
+
+    def __init__(self, period: float, start: float = 0.0):
+        self.period = period
+        self.next = start + period
+
+    def __call__(self, value: float) -> bool:
+        if not self.period or value < self.next:
+            return False
+        self.next += self.period * (1 + (value - self.next) // self.period)
+        return True
+
+    def postpone(self) -> None:
+        """The event could not run now (e.g. no weights to evaluate yet): fire again next time."""
+        self.next -= self.period
+
+
+@dataclass
+class Window:
+    """What the actors did since the last metrics row."""
+
+    start: float = field(default_factory=time.monotonic)
+    env_frames: int = 0
+    send_wait_s: float = 0.0
+    returns: list = field(default_factory=list)
+    lengths: list = field(default_factory=list)
+
+
+class Runner:
+    """Counters, resume, schedules, evaluation records and metric rows of one run."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir, checkpoint: dict | None, num_actors: int = 1):
+        self.cfg, self.run, self.num_actors = cfg, run, num_actors
+        self.counters = Counters()
+        self.learner_state = None
+        if checkpoint is not None:
+            self.learner_state = checkpoint["learner"]
+            saved = checkpoint["counters"]
+            self.counters = Counters(
+                **{k: v for k, v in saved.items() if k in Counters.__dataclass_fields__}
+            )
+            self.counters.incarnation += 1  # a resumed run drives new tracks and new streams
+        # The replay of a resumed run may be empty, but its policy is trained: no random steps.
+        self.seed_steps = 0 if checkpoint is not None else cfg.actor.seed_steps
+        c = self.counters
+        self.eval_due = Every(cfg.run.eval_every_frames, c.env_frames)
+        self.checkpoint_due = Every(cfg.run.checkpoint_every_updates, c.updates)
+        self.log_due = Every(cfg.run.log_every_s, time.monotonic())
+        self.started = time.monotonic()
+        self.window = Window()
+        self.curve: list[tuple[int, float, float]] = []
+        self.last_learner_row: dict[str, float] = {}
+        self.last_return: float | None = None
+        self.actor_restarts = 0
+        self.logger = MetricsLogger(run.path)
+        self.bar = ProgressBar(cfg.run.total_env_frames, c.env_frames, cfg.run.progress_bar)
+
+    # -- progress ---------------------------------------------------------------------------------
+
+    def running(self) -> bool:
+        """Frames left in the budget, and time left when `run.max_seconds` is set."""
+        over_time = (
+            self.cfg.run.max_seconds and time.monotonic() - self.started > self.cfg.run.max_seconds
+        )
+        return self.counters.env_frames < self.cfg.run.total_env_frames and not over_time
+
+    def on_collect(self, stats: CollectStats) -> None:
+        """Count what a collector did."""
+        c, w = self.counters, self.window
+        c.env_frames += stats.env_frames
+        c.env_steps += stats.agent_steps
+        c.episodes += stats.episodes
+        w.env_frames += stats.env_frames
+        w.send_wait_s += stats.send_wait_s
+        w.returns.extend(stats.episode_returns)
+        w.lengths.extend(stats.episode_lengths)
+        if stats.episode_returns:
+            self.last_return = stats.episode_returns[-1]
+
+    def on_learner_row(self, row: dict[str, float]) -> None:
+        self.last_learner_row = row
+        self.counters.updates = int(row["learner/updates"])
+
+    # -- evaluation -------------------------------------------------------------------------------
+
+    def eval_seed(self) -> int:
+        """Fresh tracks at every evaluation: eval seeds come from their own seed domain."""
+        return self.cfg.run.seed + len(self.curve)
+
+    def record_eval(
+        self,
+        frames: int,
+        result: EvalResult,
+        video: tuple[bytes, str] | None = None,
+        reconstruction: np.ndarray | None = None,
+    ) -> None:
+        """One curve point: the metric row, the curve plot, the video and the reconstruction."""
+        if video is not None:
+            data, suffix = video
+            (self.run.eval_dir / f"eval_{frames:010d}{suffix}").write_bytes(data)
+        self.curve.append((frames, result.mean_return, result.std_return))
+        self.logger.write(
+            frames,
+            {
+                "eval/return_mean": result.mean_return,
+                "eval/return_std": result.std_return,
+                "eval/episode_length_mean": float(np.mean(result.lengths)),
+            },
+        )
+        plot_learning_curve(self.curve, self.run.eval_dir / "learning_curve.png")
+        if reconstruction is not None:
+            iio.imwrite(self.run.eval_dir / f"reconstruction_{frames:010d}.png", reconstruction)
+
+    # -- outputs ----------------------------------------------------------------------------------
+
+    def save_checkpoint(self, learner_state: dict) -> None:
+        self.counters.updates = int(learner_state["updates"])
+        self.run.save_checkpoint(learner_state, self.counters.as_dict(), self.cfg)
+
+    def write_row(self, extra: dict[str, float] | None = None) -> None:
+        """One metrics row: the learner's last report, the actors' window, and `extra` (replay)."""
+        w, c = self.window, self.counters
+        elapsed = max(time.monotonic() - w.start, 1e-9)
+        row: dict[str, float] = dict(self.last_learner_row)
+        row.update(
+            {
+                "counters/env_frames": c.env_frames,
+                "counters/env_steps": c.env_steps,
+                "counters/episodes": c.episodes,
+                "actors/env_frames_per_s": w.env_frames / elapsed,
+                "actors/send_wait_fraction": w.send_wait_s / elapsed / max(self.num_actors, 1),
+                "actors/restarts": self.actor_restarts,
+            }
+        )
+        if w.returns:
+            row["actors/episode_return"] = float(np.mean(w.returns))
+            row["actors/episode_length"] = float(np.mean(w.lengths))
+        row.update(extra or {})
+        self.logger.write(c.env_frames, row)
+        self.bar.update(
+            c.env_frames,
+            c.updates,
+            self.last_return,
+            row["actors/env_frames_per_s"],
+            row.get("learner/updates_per_s", 0.0),
+        )
+        self.window = Window()
+
+    def close(self) -> None:
+        self.logger.close()
+        self.bar.close()
+
+
+def replay_metrics(shard_stats: list[dict], action_repeat: int) -> dict[str, float]:
+    """The replay's part of a metrics row, from the shards' `stats()` (one shard in serial mode)."""
+    row = shard_metrics(shard_stats)
+    inserts = sum(s["inserts_per_s"] for s in shard_stats)
+    samples = sum(s["samples_per_s"] for s in shard_stats)
+    row["replay/samples_per_insert"] = samples / inserts if inserts > 0 else 0.0
+    row["learner/env_frames_consumed_per_s"] = samples * action_repeat
+    return row
