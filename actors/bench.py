@@ -105,7 +105,7 @@ def pipeline_meter(cfg: EnvConfig, seed: int) -> tuple[Throughput, Callable[[], 
         env.reset(seed=next(seeds, None))
 
     def step() -> tuple[int, bool]:
-        result = env.step(rng.uniform(-1.0, 1.0, size=env.action_dim).astype(np.float32))
+        result = env.step(rng.uniform(-1.0, 1.0, size=env.spec.action_dim).astype(np.float32))
         return result.env_frames, result.terminated or result.truncated
 
     return Throughput(step, reset), env.close

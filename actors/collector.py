@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 
 from actors.config import ActorConfig, EnvConfig
-from actors.env import CarRacingPipeline, StepResult, make_env
+from actors.env import EnvFactory, make_env
+from actors.spec import EnvSpec, StepResult, end_reason, map_action, tiles_visited
 from learner.config import LearnerConfig, require
 from learner.networks import build_policy
 from learner.weights import PolicyWeights, load_policy_state
@@ -39,7 +39,11 @@ SEND_POLL_S = 1.0
 """Longest single wait on a send, so the deadline and the silence check are seen at this rate."""
 
 KEPT_EPISODES = 100
-"""Finished episodes that the running totals of a collector remember (returns and lengths)."""
+"""Finished episodes that the running totals of a collector remember (returns, lengths, end
+reasons, tiles visited)."""
+
+PEDAL_PRESSED = 0.1
+"""Env units above which a pedal (CarRacing's gas or brake) counts as pressed."""
 
 
 class WeightSource(Protocol):
@@ -128,8 +132,17 @@ class CollectStats:
     """Undiscounted returns of the episodes that finished, in finishing order."""
     episode_lengths: tuple[int, ...] = ()
     """Lengths of those episodes in agent steps."""
+    episode_end_reasons: tuple[str, ...] = ()
+    """Why each of those episodes ended (`actors.spec.END_REASONS`)."""
+    episode_tiles_visited: tuple[float, ...] = ()
+    """Fraction of the track's tiles each of those episodes visited (NaN for an env without tiles)."""
     episodes: int = 0
-    """Episodes that finished (the totals keep only the last KEPT_EPISODES returns)."""
+    """Episodes that finished (the totals keep only the last KEPT_EPISODES of the tuples above)."""
+    action_sums: tuple[float, ...] = ()
+    """Actions taken, in env units (`EnvSpec.action_low/high`), summed per action over the agent
+    steps; divide by `agent_steps` for the means. Seed steps (uniform random) included."""
+    gas_brake_overlap_steps: int = 0
+    """Agent steps with gas and brake both above PEDAL_PRESSED (0 for an env without pedals)."""
     chunks_sent: int = 0
     wall_s: float = 0.0
     """Time spent inside collect()."""
@@ -148,12 +161,20 @@ class CollectStats:
 
     def merged(self, later: CollectStats) -> CollectStats:
         """Running totals: counts and times add up, the version is the later one."""
+
+        def kept(ours: tuple, theirs: tuple) -> tuple:
+            return (ours + theirs)[-KEPT_EPISODES:]
+
         return CollectStats(
             env_frames=self.env_frames + later.env_frames,
             agent_steps=self.agent_steps + later.agent_steps,
-            episode_returns=(self.episode_returns + later.episode_returns)[-KEPT_EPISODES:],
-            episode_lengths=(self.episode_lengths + later.episode_lengths)[-KEPT_EPISODES:],
+            episode_returns=kept(self.episode_returns, later.episode_returns),
+            episode_lengths=kept(self.episode_lengths, later.episode_lengths),
+            episode_end_reasons=kept(self.episode_end_reasons, later.episode_end_reasons),
+            episode_tiles_visited=kept(self.episode_tiles_visited, later.episode_tiles_visited),
             episodes=self.episodes + later.episodes,
+            action_sums=_add(self.action_sums, later.action_sums),
+            gas_brake_overlap_steps=self.gas_brake_overlap_steps + later.gas_brake_overlap_steps,
             chunks_sent=self.chunks_sent + later.chunks_sent,
             wall_s=self.wall_s + later.wall_s,
             send_wait_s=self.send_wait_s + later.send_wait_s,
@@ -163,18 +184,33 @@ class CollectStats:
         )
 
 
+def _add(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, ...]:
+    """Elementwise sum of two per-action tuples; () stands for no steps yet."""
+    if not a or not b:
+        return a or b
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
 @dataclass
 class _Counters:
     """Mutable tallies of one collect() call."""
 
+    action_dim: int
     env_frames: int = 0
     agent_steps: int = 0
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    end_reasons: list[str] = field(default_factory=list)
+    tiles_visited: list[float] = field(default_factory=list)
+    action_sums: np.ndarray = field(init=False)
+    gas_brake_overlap_steps: int = 0
     chunks_sent: int = 0
     send_wait_s: float = 0.0
     sends_blocked: int = 0
     weights_wait_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.action_sums = np.zeros(self.action_dim, np.float64)
 
 
 class _ChunkBuilder:
@@ -239,8 +275,9 @@ class _ChunkBuilder:
 class Collector:
     """Steps `actor.envs_per_actor` envs with one batched policy call per tick and ships their entries.
 
-    Uniform random actions in [-1, 1]^3 for the first `seed_steps` agent steps (stamped version 0),
-    then samples of its CPU policy copy, stamped with the version of the weights loaded at the time.
+    Uniform random actions in [-1, 1]^action_dim for the first `seed_steps` agent steps (stamped
+    version 0), then samples of its CPU policy copy, stamped with the version of the weights loaded
+    at the time. Shapes come from the envs' own `EnvSpec`.
     """
 
     def __init__(
@@ -253,7 +290,7 @@ class Collector:
         seed_steps: int,
         weights_source: WeightSource,
         sink: Sink,
-        env_factory: Callable[[EnvConfig], CarRacingPipeline] = make_env,
+        env_factory: EnvFactory = make_env,
         incarnation: int = 0,
     ):
         max_actors, max_envs = 1 << STREAM_ACTOR_BITS, 1 << STREAM_SLOT_BITS
@@ -269,15 +306,21 @@ class Collector:
         self.seeds = actor_seeds(run_seed, actor_index, incarnation, self.num_envs)
         self.stream_ids = [stream_id(actor_index, slot, incarnation) for slot in range(envs)]
         self.envs = [env_factory(env_cfg) for _ in range(envs)]
-        self.policy = build_policy(env_cfg.obs_shape, env_cfg.action_dim, learner_cfg)
+        self.spec: EnvSpec = self.envs[0].spec
+        assert all(env.spec == self.spec for env in self.envs), "one factory, one spec"
+        self.policy = build_policy(self.spec.obs_shape, self.spec.action_dim, learner_cfg)
         self.policy.eval().requires_grad_(False)
         self.weights_version = 0
         self.totals = CollectStats()
         self._rng = np.random.default_rng(self.seeds.action_seed)
-        self._obs = np.zeros((self.num_envs, *env_cfg.obs_shape), np.uint8)
+        self._obs = np.zeros((self.num_envs, *self.spec.obs_shape), np.uint8)
         self._episode_return = np.zeros(self.num_envs, np.float64)
         self._episode_length = np.zeros(self.num_envs, np.int64)
-        self._chunk = _ChunkBuilder(env_cfg.action_dim)
+        self._chunk = _ChunkBuilder(self.spec.action_dim)
+        names = self.spec.action_names
+        self._pedals = (
+            (names.index("gas"), names.index("brake")) if {"gas", "brake"} <= set(names) else None
+        )
         self._inflight: deque[Any] = deque()
         self._ticks = 0
         self._agent_steps = 0
@@ -295,7 +338,7 @@ class Collector:
         assert not self._closed, "collect() after close()"
         start = time.perf_counter()
         deadline = start + max_seconds if max_seconds is not None else float("inf")
-        counters = _Counters()
+        counters = _Counters(self.spec.action_dim)
         if not self._started:
             for slot in range(self.num_envs):
                 self._reset(slot, seed=self.seeds.env_seeds[slot])
@@ -309,7 +352,11 @@ class Collector:
             agent_steps=counters.agent_steps,
             episode_returns=tuple(counters.returns),
             episode_lengths=tuple(counters.lengths),
+            episode_end_reasons=tuple(counters.end_reasons),
+            episode_tiles_visited=tuple(counters.tiles_visited),
             episodes=len(counters.returns),
+            action_sums=tuple(counters.action_sums.tolist()),
+            gas_brake_overlap_steps=counters.gas_brake_overlap_steps,
             chunks_sent=counters.chunks_sent,
             wall_s=time.perf_counter() - start,
             send_wait_s=counters.send_wait_s,
@@ -328,6 +375,7 @@ class Collector:
         if self._ticks % self.actor_cfg.weights_poll_every == 0:
             self._poll_weights(counters)
         actions, version = self._choose_actions()
+        self._tally_actions(actions, counters)
         for slot, env in enumerate(self.envs):
             result = env.step(actions[slot])
             self._obs[slot] = result.obs
@@ -339,12 +387,24 @@ class Collector:
             if result.terminated or result.truncated:
                 counters.returns.append(float(self._episode_return[slot]))
                 counters.lengths.append(int(self._episode_length[slot]))
+                counters.end_reasons.append(end_reason(result))
+                counters.tiles_visited.append(tiles_visited(result))
                 self._reset(slot, seed=None)
         self._ticks += 1
         self._agent_steps += self.num_envs
         counters.agent_steps += self.num_envs
         if self._ticks % self.actor_cfg.chunk_steps == 0:
             self._ship(counters)
+
+    def _tally_actions(self, actions: np.ndarray, counters: _Counters) -> None:
+        """Action statistics in env units: sums per action, and gas and brake pressed together."""
+        env_actions = map_action(actions, self.spec.action_low, self.spec.action_high)
+        counters.action_sums += env_actions.sum(axis=0, dtype=np.float64)
+        if self._pedals is not None:
+            gas, brake = env_actions[:, self._pedals[0]], env_actions[:, self._pedals[1]]
+            counters.gas_brake_overlap_steps += int(
+                np.count_nonzero((gas > PEDAL_PRESSED) & (brake > PEDAL_PRESSED))
+            )
 
     def _reset(self, slot: int, seed: int | None) -> None:
         """Start an episode in one env; its reset frame becomes an entry with first=True."""
@@ -356,7 +416,7 @@ class Collector:
     def _choose_actions(self) -> tuple[np.ndarray, int]:
         """Random actions during the seed steps (version 0), else ONE policy call for all envs."""
         if self._agent_steps < self.seed_steps:
-            shape = (self.num_envs, self.env_cfg.action_dim)
+            shape = (self.num_envs, self.spec.action_dim)
             return self._rng.uniform(-1.0, 1.0, shape).astype(np.float32), 0
         actions = self.policy.act(torch.from_numpy(self._obs), deterministic=False)
         return actions.numpy().astype(np.float32, copy=False), self.weights_version

@@ -2,51 +2,80 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from learner.config import require
+from common.validation import require
+
+if TYPE_CHECKING:
+    from actors.spec import EnvSpec
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """The CarRacing pixel pipeline."""
+    """The env pipeline: which env, action repeat, crop, frame stack, and CarRacing's training aids.
+
+    The shapes and action bounds are the env's: `actors.env.env_spec(cfg)` works them out.
+    """
 
     env_id: str = "CarRacing-v3"
-    """Gymnasium id of the environment (CarRacing-v3, unmodified dynamics and rewards)."""
+    """Registered env id (actors/env.py), or 'module:EnvId' to import the module that registers it. CarRacing-v3: unmodified dynamics and rewards."""
     action_repeat: int = 4
     """Env frames per agent step; rewards are summed and repetition stops at an episode end."""
     frame_stack: int = 3
     """Frames stacked into one observation (channels first)."""
     crop: tuple[int, int, int, int] = (0, 84, 6, 90)
-    """Rows top:bottom and cols left:right kept from the 96x96 frame (drops the HUD)."""
+    """Rows top:bottom and cols left:right kept from the frame (CarRacing: 96x96; this drops the HUD)."""
     fast_render: bool = True
     """Skip rendering of frames that action repeat drops and render the rest faster (byte-identical)."""
+    no_progress_steps: int = 0
+    """Training aid: end a training episode after this many agent steps without a new track tile, as a truncation (bootstraps); 0 = off (the recipe). Never applied in evaluation."""
+    skip_zoom: bool = False
+    """Training aid: stand still through the 50-frame camera zoom-in inside reset(); those frames count as env frames of the episode's first step. Never applied in evaluation."""
 
     def __post_init__(self) -> None:
         require(self.action_repeat >= 1, "env.action_repeat", self.action_repeat, ">= 1")
         require(self.frame_stack >= 1, "env.frame_stack", self.frame_stack, ">= 1")
         top, bottom, left, right = self.crop
+        # The upper bound is the env's frame size, checked by its spec (CarRacing: 96).
         require(
-            0 <= top < bottom <= 96 and 0 <= left < right <= 96,
+            0 <= top < bottom and 0 <= left < right,
             "env.crop",
             self.crop,
-            "0 <= top < bottom <= 96 and 0 <= left < right <= 96",
+            "0 <= top < bottom and 0 <= left < right",
+        )
+        require(
+            self.no_progress_steps >= 0,
+            "env.no_progress_steps",
+            self.no_progress_steps,
+            ">= 0 (0 = off)",
         )
 
+    def for_evaluation(self) -> EnvConfig:
+        """This pipeline with every training aid off: evaluation always sees the stock env."""
+        return dataclasses.replace(self, no_progress_steps=0, skip_zoom=False)
+
+    # Kept for callers that predate `env_spec`; each asks the env's spec.
     @property
     def frame_shape(self) -> tuple[int, int, int]:
-        top, bottom, left, right = self.crop
-        return (3, bottom - top, right - left)
+        """Deprecated: use `actors.env.env_spec(cfg).frame_shape`."""
+        return self._spec().frame_shape
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.frame_shape
-        return (c * self.frame_stack, h, w)
+        """Deprecated: use `actors.env.env_spec(cfg).obs_shape`."""
+        return self._spec().obs_shape
 
     @property
     def action_dim(self) -> int:
-        """Steer, gas, brake."""
-        return 3
+        """Deprecated: use `actors.env.env_spec(cfg).action_dim`."""
+        return self._spec().action_dim
+
+    def _spec(self) -> EnvSpec:
+        from actors.env import env_spec  # the registry imports this module
+
+        return env_spec(self)
 
 
 @dataclass(frozen=True)

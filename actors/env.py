@@ -1,132 +1,112 @@
-"""The CarRacing pixel pipeline: action mapping, action repeat, crop and frame stack.
+"""The env registry: `env.env_id` picks the pipeline, and `env_spec` says its shapes once.
 
-Plain Python, no Ray. With `EnvConfig.fast_render` the env is `FastCarRacing`, which renders only
-the last frame of each agent step and renders it faster; its observations, rewards and episode ends
-are byte-identical to stock `gymnasium.make("CarRacing-v3")` (tests/test_env.py checks this).
+A new env is one module with a pipeline class (the `EnvPipeline` methods of `actors/spec.py`) and
+one `register_env(env_id, factory)` call; `make_env(cfg)` then builds it for every actor, the
+evaluation and serial mode. CarRacing-v3 (`actors/carracing.py`) is registered here; the DotReach
+toy registers itself in `tests/toy_env.py`.
+
+Registration is per process. An id written `"module:EnvId"` imports `module` first (the
+Gymnasium convention), so that processes which never imported the registering module (Ray
+workers) can build the env as well.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import gymnasium as gym
-import numpy as np
-
+from actors.carracing import CARRACING_ID, CarRacingPipeline, carracing_spec
 from actors.config import EnvConfig
-from actors.fast_render import FastCarRacing
-from learner.config import require
+from actors.spec import EnvPipeline, EnvSpec, StepResult, map_action
+from common.validation import ConfigError, require
 
-FAST_ENV_ID = "CarRacing-v3"
+__all__ = [
+    "CarRacingPipeline",
+    "EnvPipeline",
+    "EnvSpec",
+    "StepResult",
+    "env_spec",
+    "make_env",
+    "map_action",
+    "register_env",
+    "registered_env_ids",
+]
 
-
-def map_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Map a policy action in [-1, 1]^d affinely onto the env's Box [low, high] (float32).
-
-    CarRacing's Box is steer [-1, 1], gas [0, 1], brake [0, 1]: passing [-1, 1] through would brake
-    half the time. The input is clipped to [-1, 1] first.
-    """
-    a = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
-    low = np.asarray(low, dtype=np.float32)
-    high = np.asarray(high, dtype=np.float32)
-    return (low + (a + 1.0) * 0.5 * (high - low)).astype(np.float32)
+EnvFactory = Callable[[EnvConfig], EnvPipeline]
+SpecFn = Callable[[EnvConfig], EnvSpec]
 
 
 @dataclass(frozen=True)
-class StepResult:
-    """One agent step: `env_frames` env frames with the same action."""
-
-    obs: np.ndarray
-    """uint8 [3*S, H, W], oldest frame first."""
-    reward: float
-    """Sum of the per-frame rewards of the repeated frames."""
-    terminated: bool
-    """The env ended the episode (left the playfield, or finished the lap)."""
-    truncated: bool
-    """The time limit (1000 env frames) ended the episode."""
-    env_frames: int
-    """Frames stepped this agent step (< action_repeat when the episode ended early)."""
-    info: dict = field(default_factory=dict)
-    """The info dict of the last env frame."""
+class _Registration:
+    factory: EnvFactory
+    spec: SpecFn | None
+    """The spec without building an env; None: `env_spec` builds one env and reads its `spec`."""
 
 
-class CarRacingPipeline:
-    """CarRacing with policy actions in [-1, 1]^3, action repeat, cropped channels-first frames
-    and a frame stack."""
+_REGISTRY: dict[str, _Registration] = {}
+_SPECS: dict[EnvConfig, EnvSpec] = {}
 
-    def __init__(self, cfg: EnvConfig) -> None:
-        self.cfg = cfg
-        self.obs_shape = cfg.obs_shape
-        self.frame_shape = cfg.frame_shape
-        self.action_dim = cfg.action_dim
-        require(
-            cfg.env_id == FAST_ENV_ID or not cfg.fast_render,
-            "env.env_id",
-            cfg.env_id,
-            f"{FAST_ENV_ID!r} with env.fast_render=True (or set env.fast_render=False)",
-        )
-        self._max_episode_frames = gym.spec(cfg.env_id).max_episode_steps
-        if cfg.fast_render:
-            self._env = FastCarRacing(obs_rows=cfg.crop[1], render_mode="rgb_array")
+
+def register_env(env_id: str, factory: EnvFactory, spec: SpecFn | None = None) -> None:
+    """Make `env_id` buildable by `make_env`. Registering the same factory again is a no-op.
+
+    `spec(cfg)` gives the env's spec without building one (optional: an env is cheap to probe).
+    """
+    old = _REGISTRY.get(env_id)
+    if old is not None and old.factory is not factory:
+        raise ValueError(f"env id {env_id!r} is already registered to {old.factory!r}")
+    _REGISTRY[env_id] = _Registration(factory, spec)
+    for cfg in [c for c in _SPECS if c.env_id == env_id]:
+        del _SPECS[cfg]
+
+
+def registered_env_ids() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def _registration(env_id: str) -> _Registration:
+    """The registration of `env_id`, importing the module of a "module:EnvId" id first."""
+    module, sep, name = env_id.rpartition(":")
+    if sep and name not in _REGISTRY:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"config field `env.env_id` = {env_id!r}: cannot import {module!r} ({err}); "
+                "check that it is on the Python path of every process"
+            ) from err
+    key = name if sep else env_id
+    known = ", ".join(repr(k) for k in registered_env_ids())
+    require(
+        key in _REGISTRY,
+        "env.env_id",
+        env_id,
+        f"a registered env id ({known}), or 'module:EnvId' for an env that module registers",
+    )
+    return _REGISTRY[key]
+
+
+def make_env(cfg: EnvConfig) -> EnvPipeline:
+    """Build the pipeline registered under `cfg.env_id`."""
+    return _registration(cfg.env_id).factory(cfg)
+
+
+def env_spec(cfg: EnvConfig) -> EnvSpec:
+    """The spec of the env `cfg` selects, worked out once per config and kept."""
+    spec = _SPECS.get(cfg)
+    if spec is None:
+        registration = _registration(cfg.env_id)
+        if registration.spec is not None:
+            spec = registration.spec(cfg)
         else:
-            # The unwrapped stock env: the time limit is counted here, as for the fast env.
-            self._env = gym.make(cfg.env_id, render_mode="rgb_array").unwrapped
-        self._low = self._env.action_space.low
-        self._high = self._env.action_space.high
-        self._stack = np.zeros(self.obs_shape, dtype=np.uint8)
-        self._episode_frames = 0
-        self._episode_over = True
-
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start an episode; the stack holds S copies of the reset frame."""
-        self._env.reset(seed=seed)
-        self._episode_frames = 0
-        self._episode_over = False
-        frame = self._frame()
-        self._stack[:] = np.tile(frame, (self.cfg.frame_stack, 1, 1))
-        return self._stack.copy()
-
-    def step(self, action: np.ndarray) -> StepResult:
-        """Repeat the mapped action up to `action_repeat` frames; stop at an episode end."""
-        if self._episode_over:
-            raise RuntimeError("CarRacingPipeline.step() after the episode ended: call reset()")
-        env_action = map_action(action, self._low, self._high)
-        reward = 0.0
-        terminated = truncated = False
-        info: dict = {}
-        frames = 0
-        while frames < self.cfg.action_repeat and not (terminated or truncated):
-            _, frame_reward, terminated, _, info = self._env.step(env_action)
-            frames += 1
-            self._episode_frames += 1
-            reward += float(frame_reward)
-            truncated = self._episode_frames >= self._max_episode_frames
-        self._episode_over = terminated or truncated
-        c = self.frame_shape[0]
-        self._stack[:-c] = self._stack[c:]
-        self._stack[-c:] = self._frame()
-        return StepResult(self._stack.copy(), reward, terminated, truncated, frames, info)
-
-    @property
-    def last_frame(self) -> np.ndarray:
-        """uint8 [3, H, W]: the newest cropped frame."""
-        return self._stack[-self.frame_shape[0] :].copy()
-
-    def render_full(self) -> np.ndarray:
-        """uint8 [400, 600, 3]: the stock "rgb_array" render of the current state, for videos."""
-        return self._env.render()
-
-    def close(self) -> None:
-        self._env.close()
-
-    def _frame(self) -> np.ndarray:
-        """The current state's frame, cropped, channels first."""
-        if isinstance(self._env, FastCarRacing):
-            pixels = self._env.render_state()  # [rows, 96, 3], rows >= crop bottom
-        else:
-            pixels = self._env.state  # [96, 96, 3], rendered by every stock step
-        top, bottom, left, right = self.cfg.crop
-        return pixels[top:bottom, left:right].transpose(2, 0, 1)
+            probe = registration.factory(cfg)
+            try:
+                spec = probe.spec
+            finally:
+                probe.close()
+        _SPECS[cfg] = spec
+    return spec
 
 
-def make_env(cfg: EnvConfig) -> CarRacingPipeline:
-    return CarRacingPipeline(cfg)
+register_env(CARRACING_ID, CarRacingPipeline, spec=carracing_spec)

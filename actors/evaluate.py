@@ -1,7 +1,8 @@
 """Evaluation: the deterministic policy (tanh of the mean) on fresh tracks, and an optional video.
 
 `evaluate_policy` is plain Python; `EvalActor` is its thin Ray wrapper (1 CPU, 1 torch thread).
-Episode seeds are spawned under `EVAL_SEED_DOMAIN`, so evaluation never drives a training track.
+Episode seeds are spawned under `EVAL_SEED_DOMAIN`, so evaluation never drives a training track,
+and the env is built with every training aid off (`EnvConfig.for_evaluation`): always the stock env.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -20,13 +20,11 @@ import torch
 
 from actors.collector import eval_seeds
 from actors.config import EnvConfig
-from actors.env import CarRacingPipeline, make_env
+from actors.env import EnvFactory, env_spec, make_env
+from actors.spec import EnvPipeline, EnvSpec, end_reason, tiles_visited
 from learner.config import LearnerConfig
 from learner.networks import Policy, build_policy
 from learner.weights import PolicyWeights, load_policy_state
-
-CARRACING_FPS = 50
-"""CarRacing's simulation rate; a video with one frame per agent step plays at 50 / action_repeat."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,10 @@ class EvalResult:
     """Episode lengths in agent steps."""
     video_path: str | None
     """The file written (a .gif when MP4 could not be written), or None."""
+    end_reasons: list[str] = field(default_factory=list)
+    """Why each episode ended (`actors.spec.END_REASONS`)."""
+    tiles_visited_fractions: list[float] = field(default_factory=list)
+    """Fraction of the track's tiles each episode visited (NaN for an env without tiles)."""
 
 
 def evaluate_policy(
@@ -46,44 +48,65 @@ def evaluate_policy(
     episodes: int,
     seed: int,
     video_path: str | Path | None = None,
-    env_factory: Callable[[EnvConfig], CarRacingPipeline] = make_env,
+    env_factory: EnvFactory = make_env,
 ) -> EvalResult:
-    """Run `episodes` episodes of tanh(mean) actions; record the first at full resolution when asked."""
+    """Run `episodes` episodes of tanh(mean) actions; record the first at full resolution when asked.
+
+    The env is `env_factory(env_cfg.for_evaluation())`: training aids never reach evaluation.
+    """
     if episodes < 1:
         raise ValueError(f"evaluate_policy needs episodes >= 1, got {episodes}")
-    env = env_factory(env_cfg)
-    returns, lengths, written = [], [], None
+    eval_cfg = env_cfg.for_evaluation()
+    env = env_factory(eval_cfg)
+    episodes_run: list[_Episode] = []
+    written = None
     try:
         for episode, episode_seed in enumerate(eval_seeds(seed, episodes)):
             video = None
             if video_path is not None and episode == 0:
-                video = VideoWriter(Path(video_path), fps=CARRACING_FPS / env_cfg.action_repeat)
+                fps = env.spec.fps / eval_cfg.action_repeat
+                video = VideoWriter(Path(video_path), fps=fps)
             try:
-                episode_return, length = _run_episode(policy, env, episode_seed, video)
+                episodes_run.append(_run_episode(policy, env, episode_seed, video))
             finally:
                 if video is not None:
                     written = video.close()
-            returns.append(episode_return)
-            lengths.append(length)
     finally:
         env.close()
-    return EvalResult(float(np.mean(returns)), float(np.std(returns)), returns, lengths, written)
+    returns = [e.episode_return for e in episodes_run]
+    return EvalResult(
+        float(np.mean(returns)),
+        float(np.std(returns)),
+        returns,
+        [e.length for e in episodes_run],
+        written,
+        [e.end_reason for e in episodes_run],
+        [e.tiles_visited for e in episodes_run],
+    )
+
+
+@dataclass(frozen=True)
+class _Episode:
+    episode_return: float
+    length: int
+    end_reason: str
+    tiles_visited: float
 
 
 def _run_episode(
-    policy: Policy, env: CarRacingPipeline, seed: int, video: VideoWriter | None
-) -> tuple[float, int]:
+    policy: Policy, env: EnvPipeline, seed: int, video: VideoWriter | None
+) -> _Episode:
     """One episode from `env.reset(seed)`; one full-resolution video frame per agent step."""
     obs = env.reset(seed=seed)
-    episode_return, length, done = 0.0, 0, False
+    episode_return, length, result = 0.0, 0, None
     while True:
         if video is not None:
             video.add(env.render_full())
-        if done:
-            return episode_return, length
+        if result is not None and (result.terminated or result.truncated):
+            return _Episode(episode_return, length, end_reason(result), tiles_visited(result))
         action = policy.act(torch.from_numpy(obs[None]), deterministic=True)[0].numpy()
         result = env.step(action)
-        obs, done = result.obs, result.terminated or result.truncated
+        obs = result.obs
         episode_return += result.reward
         length += 1
 
@@ -117,10 +140,12 @@ class VideoWriter:
 class EvalActor:
     """Evaluates published weights on its own CPU copy of the policy."""
 
-    def __init__(self, env_cfg: EnvConfig, learner_cfg: LearnerConfig):
+    def __init__(self, env_cfg: EnvConfig, learner_cfg: LearnerConfig, spec: EnvSpec | None = None):
+        """`spec`: the run's env spec (worked out here from `env_cfg` when not given)."""
         torch.set_num_threads(1)
         self.env_cfg = env_cfg
-        self.policy = build_policy(env_cfg.obs_shape, env_cfg.action_dim, learner_cfg)
+        spec = spec or env_spec(env_cfg)
+        self.policy = build_policy(spec.obs_shape, spec.action_dim, learner_cfg)
         self.policy.eval().requires_grad_(False)
 
     def evaluate(

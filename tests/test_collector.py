@@ -10,15 +10,20 @@ import pytest
 import torch
 
 from actors.collector import (
+    KEPT_EPISODES,
+    PEDAL_PRESSED,
     Collector,
+    CollectStats,
     ReplayUnresponsiveError,
     actor_seeds,
     eval_seeds,
     stream_id,
 )
 from actors.config import ActorConfig, EnvConfig
-from actors.env import StepResult, make_env
+from actors.env import env_spec, make_env
 from actors.evaluate import evaluate_policy
+from actors.metrics import diagnostic_metrics
+from actors.spec import END_REASONS, OTHER, TIME_LIMIT, EnvSpec, StepResult, map_action
 from learner.config import LearnerConfig
 from learner.networks import build_policy
 from learner.weights import PolicyWeights, policy_state
@@ -32,8 +37,8 @@ class FakeEnv:
     """The CarRacingPipeline API with random frames; episodes end after 3 to 8 agent steps."""
 
     def __init__(self, cfg: EnvConfig):
-        self.cfg, self.obs_shape, self.frame_shape = cfg, cfg.obs_shape, cfg.frame_shape
-        self.action_dim = cfg.action_dim
+        self.cfg, self.spec = cfg, env_spec(cfg)  # CarRacing's spec at a 16x16 crop
+        self.frame_shape = self.spec.frame_shape
         self._rng = np.random.default_rng(0)
 
     def _frame(self) -> np.ndarray:
@@ -72,6 +77,7 @@ class Recording:
 
     def __init__(self, env):
         self.env, self.observations, self.reset_seeds = env, [], []
+        self.spec: EnvSpec = env.spec
 
     def reset(self, seed=None):
         self.reset_seeds.append(seed)
@@ -144,7 +150,8 @@ class SlowSink:
 
 
 def weights(version: int, env_cfg: EnvConfig = FAKE_ENV) -> PolicyWeights:
-    policy = build_policy(env_cfg.obs_shape, env_cfg.action_dim, TINY)
+    spec = env_spec(env_cfg)
+    policy = build_policy(spec.obs_shape, spec.action_dim, TINY)
     return PolicyWeights(version, policy_state(policy))
 
 
@@ -232,7 +239,7 @@ def test_chunks_well_formed_and_rebuild_observation_stacks(env_cfg, env_factory,
     for chunk in sink.chunks[:-1]:  # a full chunk: chunk_steps ticks of both envs
         assert chunk.num_transitions == 3 * 2
     entries = sink.entries()
-    n, (c, h, w) = len(entries), env_cfg.frame_shape
+    n, (c, h, w) = len(entries), collector.spec.frame_shape
     assert entries.frames.shape == (n, c, h, w) and entries.frames.dtype == np.uint8
     assert entries.actions.shape == (n, 3) and entries.actions.dtype == np.float32
     assert entries.stream_ids.dtype == entries.weights_version.dtype == np.int64
@@ -368,7 +375,7 @@ def test_random_seed_actions_then_one_batched_policy_call_per_tick():
     collector.collect(12)
     assert calls == []  # seed steps: the policy is not called
     collector.collect(18)  # 6 ticks of 3 envs
-    assert calls == [(3, *FAKE_ENV.obs_shape)] * 6
+    assert calls == [(3, *env_spec(FAKE_ENV).obs_shape)] * 6
     collector.close()
     entries = sink.entries()
     transitions = ~entries.first
@@ -379,9 +386,87 @@ def test_random_seed_actions_then_one_batched_policy_call_per_tick():
 
 def test_evaluate_policy_one_episode_with_video(tmp_path):
     env_cfg = EnvConfig()
-    policy = build_policy(env_cfg.obs_shape, env_cfg.action_dim, TINY)
+    spec = env_spec(env_cfg)
+    policy = build_policy(spec.obs_shape, spec.action_dim, TINY)
     result = evaluate_policy(policy, env_cfg, episodes=1, seed=3, video_path=tmp_path / "eval.mp4")
     assert result.video_path is not None
     assert (tmp_path / "eval.mp4").stat().st_size > 0
     assert result.mean_return == pytest.approx(result.returns[0]) and result.std_return == 0.0
     assert len(result.returns) == len(result.lengths) == 1 and 1 <= result.lengths[0] <= 250
+
+
+def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
+    """Action sums and gas-brake overlap match the shipped actions; end reasons fall back to the
+    flags (the fake env says nothing: truncation is the time limit, termination is OTHER)."""
+    sink = SlowSink()
+    collector = make_collector(sink=sink, seed_steps=30)  # random actions, then the policy
+    first = collector.collect(30)
+    second = collector.collect(30)
+    collector.close()
+    stats = first.merged(second)
+    assert stats == collector.totals
+    entries = sink.entries()
+    actions = map_action(entries.actions[~entries.first], (-1.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert stats.agent_steps == len(actions) == 60
+    np.testing.assert_allclose(stats.action_sums, actions.sum(axis=0), rtol=1e-5)
+    both = (actions[:, 1] > PEDAL_PRESSED) & (actions[:, 2] > PEDAL_PRESSED)
+    assert stats.gas_brake_overlap_steps == int(both.sum()) > 0
+    ends = entries.terminated | entries.truncated
+    expected = [TIME_LIMIT if t else OTHER for t in entries.truncated[ends]]
+    assert sorted(stats.episode_end_reasons) == sorted(expected)
+    assert len(stats.episode_end_reasons) == stats.episodes == len(stats.episode_returns)
+    assert len(stats.episode_tiles_visited) == stats.episodes
+    assert all(np.isnan(stats.episode_tiles_visited))  # the fake env has no track
+
+    row = diagnostic_metrics(stats, collector.spec)
+    assert row["actors/steer_mean"] == pytest.approx(actions[:, 0].mean(), rel=1e-5)
+    assert row["actors/gas_mean"] == pytest.approx(actions[:, 1].mean(), rel=1e-5)
+    assert row["actors/brake_mean"] == pytest.approx(actions[:, 2].mean(), rel=1e-5)
+    assert row["actors/gas_brake_overlap_fraction"] == pytest.approx(both.mean())
+    assert sum(row[f"actors/end_{r}_fraction"] for r in END_REASONS) == pytest.approx(1.0)
+    assert "actors/tiles_visited_fraction" not in row  # no env reported tiles
+
+
+def test_merged_keeps_the_last_episodes_and_adds_action_sums():
+    a = CollectStats(
+        agent_steps=2,
+        episode_returns=(1.0,) * KEPT_EPISODES,
+        episode_end_reasons=("time_limit",) * KEPT_EPISODES,
+        episode_tiles_visited=(0.5,) * KEPT_EPISODES,
+        episodes=KEPT_EPISODES,
+        action_sums=(1.0, 2.0, 3.0),
+        gas_brake_overlap_steps=1,
+    )
+    b = CollectStats(
+        agent_steps=3,
+        episode_returns=(2.0,),
+        episode_end_reasons=("lap_done",),
+        episode_tiles_visited=(1.0,),
+        episodes=1,
+        action_sums=(0.5, 0.5, 0.5),
+        gas_brake_overlap_steps=2,
+    )
+    m = CollectStats().merged(a).merged(b)
+    assert m.episodes == KEPT_EPISODES + 1 and len(m.episode_end_reasons) == KEPT_EPISODES
+    assert m.episode_end_reasons[-1] == "lap_done" and m.episode_tiles_visited[-1] == 1.0
+    assert m.action_sums == (1.5, 2.5, 3.5) and m.gas_brake_overlap_steps == 3
+    row = diagnostic_metrics(m, env_spec(FAKE_ENV))
+    assert row["actors/end_lap_done_fraction"] == pytest.approx(1 / KEPT_EPISODES)
+    assert row["actors/tiles_visited_fraction"] == pytest.approx((0.5 * 99 + 1.0) / 100)
+    assert row["actors/steer_mean"] == pytest.approx(1.5 / 5)
+    assert diagnostic_metrics(CollectStats(), env_spec(FAKE_ENV)) == {}
+
+
+def test_evaluation_never_sees_the_training_aids():
+    built = []
+
+    def factory(cfg):
+        built.append(cfg)
+        return FakeEnv(cfg)
+
+    env_cfg = EnvConfig(crop=(0, 16, 0, 16), no_progress_steps=5, skip_zoom=True)
+    spec = env_spec(env_cfg)
+    policy = build_policy(spec.obs_shape, spec.action_dim, TINY)
+    result = evaluate_policy(policy, env_cfg, episodes=2, seed=0, env_factory=factory)
+    assert built == [EnvConfig(crop=(0, 16, 0, 16))]
+    assert len(result.end_reasons) == len(result.tiles_visited_fractions) == 2

@@ -4,6 +4,8 @@ The stock side steps every frame and renders every frame; the crop, the frame st
 action-repeat reward sums are rebuilt here from its per-frame outputs, the obvious way. Policy
 actions are held for blocks of 12 frames, so one stock rollout is the reference for every action
 repeat that divides 12 (1, 2, 3, 4): the stock rollouts are the slow part (~130-200 frames/s).
+The training aids (skip_zoom, no_progress_steps) are checked against stock too, and the episode
+end reasons and tiles visited that the pipeline reports at each episode end.
 """
 
 from __future__ import annotations
@@ -15,9 +17,19 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from actors.carracing import ZOOM_FRAMES, CarRacingPipeline
 from actors.config import EnvConfig
-from actors.env import CarRacingPipeline, make_env, map_action
-from learner.config import ConfigError
+from actors.env import make_env
+from actors.spec import (
+    INFO_END_REASON,
+    INFO_TILES_VISITED,
+    LAP_DONE,
+    LEFT_PLAYFIELD,
+    NO_PROGRESS,
+    TIME_LIMIT,
+    map_action,
+)
+from common.validation import ConfigError
 
 BLOCK_FRAMES = 12
 LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
@@ -112,7 +124,7 @@ def check_pipeline(env: CarRacingPipeline, ro: Rollout) -> int:
     cfg = env.cfg
     reset_obs, steps = expected_steps(ro, cfg)
     obs = env.reset(seed=ro.seed)
-    assert obs.dtype == np.uint8 and obs.shape == cfg.obs_shape
+    assert obs.dtype == np.uint8 and obs.shape == env.spec.obs_shape
     np.testing.assert_array_equal(obs, reset_obs)
     for j, (exp_obs, exp_reward, exp_term, exp_trunc, exp_frames) in enumerate(steps):
         result = env.step(ro.policy[j * cfg.action_repeat // BLOCK_FRAMES])
@@ -124,6 +136,12 @@ def check_pipeline(env: CarRacingPipeline, ro: Rollout) -> int:
         np.testing.assert_array_equal(env.last_frame, exp_obs[-3:])
         if j % 97 == 5:  # a video frame in between must not disturb the observations
             assert env.render_full().shape == (400, 600, 3)
+        if exp_term or exp_trunc:
+            expected = TIME_LIMIT if exp_trunc else LEFT_PLAYFIELD  # no lap is finished here
+            assert result.info[INFO_END_REASON] == expected, where
+            assert 0.0 < result.info[INFO_TILES_VISITED] < 1.0, where
+        else:
+            assert INFO_END_REASON not in result.info, where
     return len(steps)
 
 
@@ -186,8 +204,8 @@ def test_reset_stack_is_padded_with_the_reset_frame() -> None:
     try:
         obs = env.reset(seed=5)
         assert obs.shape == (9, 84, 84) and obs.dtype == np.uint8
-        assert env.obs_shape == (9, 84, 84) and env.frame_shape == (3, 84, 84)
-        assert env.action_dim == 3
+        assert env.spec.obs_shape == (9, 84, 84) and env.spec.frame_shape == (3, 84, 84)
+        assert env.spec.action_dim == 3
         frame = env.last_frame
         assert frame.shape == (3, 84, 84)
         for i in range(3):
@@ -243,3 +261,125 @@ def test_bench_cli_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["action_repeat"] == 2
     assert result["stock_fps"] > 0 and result["pipeline_fps"] > 0
+
+
+# -- training aids ------------------------------------------------------------------------------
+
+STAND_STILL_POLICY = np.array([0.0, -1.0, -1.0], dtype=np.float32)  # env action (0, 0, 0)
+
+
+@pytest.mark.parametrize("fast_render", [True, False], ids=["fast", "stock_render"])
+def test_skip_zoom_starts_where_stock_is_after_the_zoom_frames(fast_render: bool) -> None:
+    """The reset frame is stock's after 50 standing frames; the first step carries those frames
+    and their rewards (the first tiles' reward among them); later steps are stock's."""
+    seed, cfg = 4, EnvConfig(action_repeat=4, skip_zoom=True, fast_render=fast_render)
+    policy = random_policy(104, 8 * 4)
+    stock = gym.make("CarRacing-v3")
+    stock.reset(seed=seed)
+    zoom_reward = 0.0
+    for _ in range(ZOOM_FRAMES):
+        obs, reward, *_ = stock.step(np.zeros(3, dtype=np.float32))
+        zoom_reward += float(reward)
+    top, bottom, left, right = cfg.crop
+    env = make_env(cfg)
+    try:
+        reset_obs = env.reset(seed=seed)
+        np.testing.assert_array_equal(
+            reset_obs, np.tile(obs[top:bottom, left:right].transpose(2, 0, 1), (3, 1, 1))
+        )
+        for j, action in enumerate(policy):
+            stock_reward = 0.0
+            for _ in range(cfg.action_repeat):
+                obs, reward, *_ = stock.step(map_action(action, LOW, HIGH))
+                stock_reward += float(reward)
+            result = env.step(action)
+            np.testing.assert_array_equal(
+                result.obs[-3:], obs[top:bottom, left:right].transpose(2, 0, 1)
+            )
+            first = j == 0
+            assert result.env_frames == cfg.action_repeat + (ZOOM_FRAMES if first else 0)
+            assert result.reward == pytest.approx(stock_reward + (zoom_reward if first else 0.0))
+    finally:
+        env.close()
+        stock.close()
+
+
+def test_skip_zoom_frames_count_toward_the_time_limit() -> None:
+    env = make_env(EnvConfig(action_repeat=4, skip_zoom=True))
+    try:
+        env.reset(seed=6)
+        frames, result = 0, None
+        while result is None or not (result.terminated or result.truncated):
+            result = env.step(STAND_STILL_POLICY)
+            frames += result.env_frames
+        assert frames == 1000 and result.truncated and not result.terminated
+        assert result.info[INFO_END_REASON] == TIME_LIMIT
+    finally:
+        env.close()
+
+
+def test_no_progress_truncates_after_k_steps_without_a_new_tile() -> None:
+    env = make_env(EnvConfig(action_repeat=4, no_progress_steps=5))
+    try:
+        env.reset(seed=2)
+        results = [env.step(STAND_STILL_POLICY) for _ in range(5)]
+        for result in results[:-1]:
+            assert not (result.terminated or result.truncated)
+        last = results[-1]
+        assert last.truncated and not last.terminated  # bootstraps: never a termination
+        assert last.info[INFO_END_REASON] == NO_PROGRESS
+        assert 0.0 < last.info[INFO_TILES_VISITED] < 0.05  # only the start tiles
+        with pytest.raises(RuntimeError, match="reset"):
+            env.step(STAND_STILL_POLICY)
+        # Straight ahead at 60% gas: a new tile every 1-3 steps until the car leaves the road at
+        # a bend (~20 tiles in, on this track), then K steps without a tile end the episode.
+        env.reset(seed=2)
+        gas = np.array([0.0, 0.2, -1.0], dtype=np.float32)
+        tiles, since_tile, step = env._env.tile_visited_count, 0, 0
+        while True:
+            result = env.step(gas)
+            step += 1
+            gained = env._env.tile_visited_count > tiles
+            tiles = env._env.tile_visited_count
+            since_tile = 0 if gained else since_tile + 1
+            if since_tile < 5:
+                assert not (result.terminated or result.truncated), f"step {step}"
+            else:
+                assert result.truncated and result.info[INFO_END_REASON] == NO_PROGRESS
+                break
+        assert tiles > 10 and step > 15  # the count restarted at every tile on the way
+    finally:
+        env.close()
+
+
+def test_no_progress_off_keeps_a_standing_car_going() -> None:
+    env = make_env(EnvConfig(action_repeat=4))
+    try:
+        env.reset(seed=2)
+        assert not any(
+            (r.terminated or r.truncated) for r in (env.step(STAND_STILL_POLICY) for _ in range(40))
+        )
+    finally:
+        env.close()
+
+
+def test_lap_done_is_reported_with_every_tile_visited() -> None:
+    """A finished lap, staged: stock terminates when every tile is counted as visited."""
+    env = make_env(EnvConfig(action_repeat=4))
+    try:
+        env.reset(seed=1)
+        env._env.tile_visited_count = len(env._env.track)  # white box: the lap is complete
+        result = env.step(STAND_STILL_POLICY)
+        assert result.terminated and not result.truncated and result.env_frames == 1
+        assert result.info[INFO_END_REASON] == LAP_DONE
+        assert result.info[INFO_TILES_VISITED] == 1.0
+    finally:
+        env.close()
+
+
+def test_training_aids_are_validated() -> None:
+    with pytest.raises(ConfigError, match="env.no_progress_steps"):
+        EnvConfig(no_progress_steps=-1)
+    cfg = EnvConfig(no_progress_steps=10, skip_zoom=True).for_evaluation()
+    assert cfg.no_progress_steps == 0 and not cfg.skip_zoom
+    assert cfg == EnvConfig()

@@ -1,9 +1,13 @@
-"""DotReach: a tiny pixel task for the learning test, with the CarRacingPipeline API.
+"""DotReach: a tiny pixel task for the learning test, an env pipeline registered as `TOY_ENV_ID`.
 
 A red dot must be steered onto a green target drawn at the centre of a small image. Positions are only visible in
 the pixels, so the policy must read them through the conv trunk. The reward of a step is the progress
 towards the target, 10 * (distance before - distance after), so the return is about 10 times the
 distance covered; episodes last `HORIZON` agent steps (time-limit truncation). The image size comes from `EnvConfig.crop` (e.g. (0, 24, 0, 24) gives 24x24).
+
+Importing this module registers the env the way CarRacing is registered, so
+`make_env(EnvConfig(env_id="DotReach-toy", ...))` builds it; in a process that never imported it,
+`env_id="toy_env:DotReach-toy"` imports it first.
 """
 
 from __future__ import annotations
@@ -13,19 +17,39 @@ from collections import deque
 import numpy as np
 
 from actors.config import EnvConfig
-from actors.env import StepResult
+from actors.env import register_env
+from actors.spec import INFO_END_REASON, TIME_LIMIT, EnvSpec, StepResult
 
+TOY_ENV_ID = "DotReach-toy"
 HORIZON = 20
 SPEED = 0.25
 DOT = 4
 
 
+def dot_reach_spec(cfg: EnvConfig) -> EnvSpec:
+    """RGB frames of the crop's size; three actions in [-1, 1], of which the first two move the dot.
+
+    The third action is ignored: the learning test's settings were tuned with three.
+    """
+    top, bottom, left, right = cfg.crop
+    return EnvSpec(
+        frame_shape=(3, bottom - top, right - left),
+        frame_stack=cfg.frame_stack,
+        action_low=(-1.0, -1.0, -1.0),
+        action_high=(1.0, 1.0, 1.0),
+        action_names=("move_row", "move_col", "unused"),
+        fps=10.0,
+    )
+
+
 class DotReach:
     def __init__(self, cfg: EnvConfig):
         self.cfg = cfg
-        self.frame_shape = cfg.frame_shape
-        self.obs_shape = cfg.obs_shape
-        self.action_dim = cfg.action_dim
+        self.spec = dot_reach_spec(cfg)
+        # Read by launch/serial.py's probe.
+        self.frame_shape = self.spec.frame_shape
+        self.obs_shape = self.spec.obs_shape
+        self.action_dim = self.spec.action_dim
         self.size = self.frame_shape[1]
         self._rng = np.random.default_rng(0)
         self._frames: deque[np.ndarray] = deque(maxlen=cfg.frame_stack)
@@ -60,13 +84,14 @@ class DotReach:
         self.t += 1
         reward = 10.0 * (before - float(np.linalg.norm(self.pos - self.target)))
         self._frames.append(self._draw())
+        truncated = self.t >= HORIZON
         return StepResult(
             obs=self._obs(),
             reward=reward,
             terminated=False,
-            truncated=self.t >= HORIZON,
+            truncated=truncated,
             env_frames=1,
-            info={},
+            info={INFO_END_REASON: TIME_LIMIT} if truncated else {},
         )
 
     @property
@@ -78,3 +103,6 @@ class DotReach:
 
     def close(self) -> None:
         pass
+
+
+register_env(TOY_ENV_ID, DotReach, spec=dot_reach_spec)

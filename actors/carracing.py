@@ -1,0 +1,207 @@
+"""CarRacing-v3: its constants, its spec and its pixel pipeline (action mapping, action repeat, crop,
+frame stack), with the training aids `env.no_progress_steps` and `env.skip_zoom` (off by default).
+
+Plain Python, no Ray. With `EnvConfig.fast_render` the env is `FastCarRacing`, which renders only
+the last frame of each agent step and renders it faster; with the aids off its observations,
+rewards and episode ends are byte-identical to stock `gymnasium.make("CarRacing-v3")`
+(tests/test_env.py checks this, and checks each aid against stock too).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.box2d.car_racing import FPS, STATE_H, STATE_W
+
+from actors.config import EnvConfig
+from actors.fast_render import FastCarRacing
+from actors.spec import (
+    INFO_END_REASON,
+    INFO_TILES_VISITED,
+    LAP_DONE,
+    LEFT_PLAYFIELD,
+    NO_PROGRESS,
+    TIME_LIMIT,
+    EnvSpec,
+    StepResult,
+    map_action,
+)
+from common.validation import require
+
+CARRACING_ID = "CarRacing-v3"
+FRAME_ROWS, FRAME_COLS = STATE_H, STATE_W
+"""The env's observation is 96x96x3: `env.crop` must stay inside it."""
+CARRACING_FPS = FPS
+"""50 physics frames per second of simulated time."""
+SOLVED_RETURN = 900.0
+"""CarRacing counts as solved at a mean return >= 900 over 100 random tracks of the stock env."""
+ACTION_NAMES = ("steer", "gas", "brake")
+ACTION_LOW = (-1.0, 0.0, 0.0)
+ACTION_HIGH = (1.0, 1.0, 1.0)
+"""The env's Box: the policy's [-1, 1]^3 is mapped affinely onto it (`map_action`)."""
+ZOOM_FRAMES = CARRACING_FPS
+"""The camera zooms in over the first second (zoom = f(t) for t < 1 s); `reset()` has run one frame,
+so 50 more frames put t past 1 s and the camera at its final zoom."""
+STAND_STILL = np.zeros(3, np.float32)
+"""Env-unit action stepped during a skipped zoom: no steering, no gas, no brake (the car stays put)."""
+
+
+def carracing_spec(cfg: EnvConfig) -> EnvSpec:
+    """The spec from what is known of CarRacing without building one: the crop and the env's Box."""
+    top, bottom, left, right = cfg.crop
+    require(
+        bottom <= FRAME_ROWS and right <= FRAME_COLS,
+        "env.crop",
+        cfg.crop,
+        f"rows and cols inside CarRacing's {FRAME_ROWS}x{FRAME_COLS} frame",
+    )
+    return EnvSpec(
+        frame_shape=(3, bottom - top, right - left),
+        frame_stack=cfg.frame_stack,
+        action_low=ACTION_LOW,
+        action_high=ACTION_HIGH,
+        action_names=ACTION_NAMES,
+        fps=float(CARRACING_FPS),
+    )
+
+
+class CarRacingPipeline:
+    """CarRacing with policy actions in [-1, 1]^3, action repeat, cropped channels-first frames
+    and a frame stack; the training aids of `EnvConfig` when they are switched on."""
+
+    def __init__(self, cfg: EnvConfig) -> None:
+        self.cfg = cfg
+        self.spec = carracing_spec(cfg)
+        require(
+            cfg.env_id == CARRACING_ID or not cfg.fast_render,
+            "env.env_id",
+            cfg.env_id,
+            f"{CARRACING_ID!r} with env.fast_render=True (or set env.fast_render=False)",
+        )
+        self._max_episode_frames = gym.spec(cfg.env_id).max_episode_steps
+        if cfg.fast_render:
+            self._env = FastCarRacing(obs_rows=cfg.crop[1], render_mode="rgb_array")
+        else:
+            # The unwrapped stock env: the time limit is counted here, as for the fast env.
+            self._env = gym.make(cfg.env_id, render_mode="rgb_array").unwrapped
+        self._low = self._env.action_space.low
+        self._high = self._env.action_space.high
+        # The spec was written without an env: it must say what this env says.
+        assert tuple(self._low) == ACTION_LOW and tuple(self._high) == ACTION_HIGH, (
+            self._env.action_space
+        )
+        self._stack = np.zeros(self.spec.obs_shape, dtype=np.uint8)
+        self._episode_frames = 0
+        self._episode_over = True
+        self._reset_frames = 0
+        self._reset_reward = 0.0
+        self._tiles_seen = 0
+        self._steps_without_tile = 0
+
+    # Pipeline attributes older callers read; the spec is the source.
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        return self.spec.obs_shape
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return self.spec.frame_shape
+
+    @property
+    def action_dim(self) -> int:
+        return self.spec.action_dim
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start an episode; the stack holds S copies of the reset frame.
+
+        With `env.skip_zoom` the env first stands still through the zoom-in; those frames and their
+        rewards are handed out with the episode's first step (`StepResult.env_frames`, `reward`).
+        """
+        self._env.reset(seed=seed)
+        self._episode_frames = 0
+        self._episode_over = False
+        self._reset_frames, self._reset_reward = 0, 0.0
+        if self.cfg.skip_zoom:
+            self._skip_zoom()
+        self._tiles_seen = self._env.tile_visited_count
+        self._steps_without_tile = 0
+        frame = self._frame()
+        self._stack[:] = np.tile(frame, (self.cfg.frame_stack, 1, 1))
+        return self._stack.copy()
+
+    def _skip_zoom(self) -> None:
+        """Step ZOOM_FRAMES frames standing still (nothing is rendered in between with fast_render)."""
+        for _ in range(ZOOM_FRAMES):
+            _, frame_reward, terminated, _, _ = self._env.step(STAND_STILL)
+            # A car standing still at the start can neither finish a lap nor leave the playfield.
+            assert not terminated, "the episode ended during the zoom-in"
+            self._reset_reward += float(frame_reward)
+        self._reset_frames = self._episode_frames = ZOOM_FRAMES
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """Repeat the mapped action up to `action_repeat` frames; stop at an episode end."""
+        if self._episode_over:
+            raise RuntimeError("CarRacingPipeline.step() after the episode ended: call reset()")
+        env_action = map_action(action, self._low, self._high)
+        # The frames and rewards of a skipped zoom belong to the first step (0 otherwise).
+        reward, frames = self._reset_reward, self._reset_frames
+        self._reset_frames, self._reset_reward = 0, 0.0
+        terminated = truncated = False
+        info: dict = {}
+        repeats = 0
+        while repeats < self.cfg.action_repeat and not (terminated or truncated):
+            _, frame_reward, terminated, _, info = self._env.step(env_action)
+            repeats += 1
+            self._episode_frames += 1
+            reward += float(frame_reward)
+            truncated = self._episode_frames >= self._max_episode_frames
+        end_reason = self._end_reason(terminated, truncated, info)
+        if end_reason == NO_PROGRESS:
+            truncated = True  # bootstraps: it changes what is collected, not the objective
+        if end_reason is not None:
+            info = {
+                **info,
+                INFO_END_REASON: end_reason,
+                INFO_TILES_VISITED: self._env.tile_visited_count / len(self._env.track),
+            }
+        self._episode_over = terminated or truncated
+        c = self.spec.frame_shape[0]
+        self._stack[:-c] = self._stack[c:]
+        self._stack[-c:] = self._frame()
+        return StepResult(self._stack.copy(), reward, terminated, truncated, frames + repeats, info)
+
+    def _end_reason(self, terminated: bool, truncated: bool, info: dict) -> str | None:
+        """Why the episode ends after this step, or None; counts steps without a new tile."""
+        tiles = self._env.tile_visited_count
+        self._steps_without_tile = 0 if tiles > self._tiles_seen else self._steps_without_tile + 1
+        self._tiles_seen = tiles
+        if terminated:
+            # Stock v3 sets lap_finished True on a finished lap, False on leaving the playfield.
+            return LAP_DONE if info.get("lap_finished") else LEFT_PLAYFIELD
+        if truncated:
+            return TIME_LIMIT
+        limit = self.cfg.no_progress_steps
+        if limit and self._steps_without_tile >= limit:
+            return NO_PROGRESS
+        return None
+
+    @property
+    def last_frame(self) -> np.ndarray:
+        """uint8 [3, H, W]: the newest cropped frame."""
+        return self._stack[-self.spec.frame_shape[0] :].copy()
+
+    def render_full(self) -> np.ndarray:
+        """uint8 [400, 600, 3]: the stock "rgb_array" render of the current state, for videos."""
+        return self._env.render()
+
+    def close(self) -> None:
+        self._env.close()
+
+    def _frame(self) -> np.ndarray:
+        """The current state's frame, cropped, channels first."""
+        if isinstance(self._env, FastCarRacing):
+            pixels = self._env.render_state()  # [rows, 96, 3], rows >= crop bottom
+        else:
+            pixels = self._env.state  # [96, 96, 3], rendered by every stock step
+        top, bottom, left, right = self.cfg.crop
+        return pixels[top:bottom, left:right].transpose(2, 0, 1)
