@@ -12,6 +12,7 @@ steps. `weights_poll_every` and `chunk_steps` count ticks (agent steps per env);
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from actors.env import EnvFactory, make_env
 from actors.spec import EnvSpec, StepResult, end_reason, map_action, tiles_visited
 from learner.config import LearnerConfig, require
 from learner.networks import build_policy
+from learner.precision import resolve_numerics
 from learner.weights import PolicyWeights, load_policy_state
 from replay.types import TransitionChunk
 
@@ -309,6 +311,9 @@ class Collector:
         self.spec: EnvSpec = self.envs[0].spec
         assert all(env.spec == self.spec for env in self.envs), "one factory, one spec"
         self.policy = build_policy(self.spec.obs_shape, self.spec.action_dim, learner_cfg)
+        # Acting uses the learner's precision choice on this CPU: bf16 autocast where the CPU has
+        # native bf16 (learner.precision auto or bf16), else fp32.
+        self._numerics = resolve_numerics(torch.device("cpu"), learner_cfg.precision, "off")
         self.policy.eval().requires_grad_(False)
         self.weights_version = 0
         self.totals = CollectStats()
@@ -418,7 +423,8 @@ class Collector:
         if self._agent_steps < self.seed_steps:
             shape = (self.num_envs, self.spec.action_dim)
             return self._rng.uniform(-1.0, 1.0, shape).astype(np.float32), 0
-        actions = self.policy.act(torch.from_numpy(self._obs), deterministic=False)
+        with self._numerics.autocast() if self._numerics.bf16 else contextlib.nullcontext():
+            actions = self.policy.act(torch.from_numpy(self._obs), deterministic=False)
         return actions.numpy().astype(np.float32, copy=False), self.weights_version
 
     def _poll_weights(self, counters: _Counters) -> None:

@@ -16,6 +16,8 @@ import numpy as np
 
 from actors.collector import CollectStats
 from actors.evaluate import EvalResult
+from actors.metrics import diagnostic_metrics
+from actors.spec import EnvSpec
 from launch.config import TrainConfig
 from launch.metrics import MetricsLogger, ProgressBar, plot_learning_curve
 from launch.run_dir import RunDir
@@ -63,13 +65,22 @@ class Window:
     send_wait_s: float = 0.0
     returns: list = field(default_factory=list)
     lengths: list = field(default_factory=list)
+    collected: CollectStats = field(default_factory=CollectStats)
+    """Everything the collectors reported, for the diagnostics (tiles, end reasons, actions)."""
 
 
 class Runner:
     """Counters, resume, schedules, evaluation records and metric rows of one run."""
 
-    def __init__(self, cfg: TrainConfig, run: RunDir, checkpoint: dict | None, num_actors: int = 1):
-        self.cfg, self.run, self.num_actors = cfg, run, num_actors
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run: RunDir,
+        checkpoint: dict | None,
+        spec: EnvSpec,
+        num_actors: int = 1,
+    ):
+        self.cfg, self.run, self.spec, self.num_actors = cfg, run, spec, num_actors
         self.counters = Counters()
         self.learner_state = None
         if checkpoint is not None:
@@ -113,6 +124,7 @@ class Runner:
         w.send_wait_s += stats.send_wait_s
         w.returns.extend(stats.episode_returns)
         w.lengths.extend(stats.episode_lengths)
+        w.collected = w.collected.merged(stats)
         if stats.episode_returns:
             self.last_return = stats.episode_returns[-1]
 
@@ -174,6 +186,7 @@ class Runner:
         if w.returns:
             row["actors/episode_return"] = float(np.mean(w.returns))
             row["actors/episode_length"] = float(np.mean(w.lengths))
+        row.update(diagnostic_metrics(w.collected, self.spec))
         row.update(extra or {})
         self.logger.write(c.env_frames, row)
         self.bar.update(

@@ -82,9 +82,10 @@ def train_serial(
     checkpoint = load_checkpoint(resume) if resume is not None else None
     run = RunDir.create(cfg)
     probe = env_factory(cfg.env)
-    frame_shape, obs_shape, action_dim = probe.frame_shape, probe.obs_shape, probe.action_dim
+    spec = probe.spec
     probe.close()
-    runner = Runner(cfg, run, checkpoint)
+    frame_shape, obs_shape, action_dim = spec.frame_shape, spec.obs_shape, spec.action_dim
+    runner = Runner(cfg, run, checkpoint, spec)
     one_shard = dataclasses.replace(cfg.replay, num_shards=1)
     shard = ReplayShard(
         0,

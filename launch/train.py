@@ -21,6 +21,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.collector import CollectStats
+from actors.env import env_spec
 from actors.evaluate import EvalActor
 from actors.rollout_actor import RolloutActor, WeightsRegistry
 from launch.config import CPU_PRESET, PRESETS, TrainConfig
@@ -82,10 +83,10 @@ class Driver:
         """`resume`: a run directory or checkpoint file, or a checkpoint already loaded."""
         self.cfg, self.run, self.topology = cfg, run, topology
         checkpoint = resume if isinstance(resume, dict | None) else load_checkpoint(resume)
-        self.runner = Runner(cfg, run, checkpoint, topology.num_actors)
+        self.spec = spec = env_spec(cfg.env)  # shapes and bounds, worked out once from the env
+        self.runner = Runner(cfg, run, checkpoint, spec, topology.num_actors)
         self.counters = self.runner.counters
         learner_state = self.runner.learner_state
-        env = cfg.env
         snapshot_dir = ""
         if cfg.run.snapshot_replay or cfg.replay.snapshot_every_s > 0:
             snapshot_dir = cfg.replay.snapshot_dir or str(run.path / "replay")
@@ -96,9 +97,9 @@ class Driver:
         self.placement_log.write("start", self.placement)
         self.shards = create_shards(
             cfg.replay,
-            env.frame_shape,
-            env.action_dim,
-            env.frame_stack,
+            spec.frame_shape,
+            spec.action_dim,
+            spec.frame_stack,
             cfg.samples_per_insert,
             seed=cfg.run.seed,
             snapshot_dir=snapshot_dir,
@@ -117,7 +118,7 @@ class Driver:
             num_gpus=topology.learner_gpus,
             max_restarts=0,
             scheduling_strategy=pin(self.placement.assigned["learner"]),
-        ).remote(cfg, env.obs_shape, env.action_dim, self.shards, self.registry, learner_state)
+        ).remote(cfg, spec.obs_shape, spec.action_dim, self.shards, self.registry, learner_state)
         per_actor_seed = -(-self.runner.seed_steps // topology.num_actors)
         # Each actor's incarnation (a replacement draws a new one: new streams, new tracks), and
         # the agent steps its completed calls reported, per (actor, incarnation).
@@ -195,7 +196,7 @@ class Driver:
     def _start_eval_actor(self, strategy=None) -> ray.actor.ActorHandle:
         strategy = strategy or pin(self.placement.assigned["eval"])
         return EvalActor.options(max_restarts=0, scheduling_strategy=strategy).remote(
-            self.cfg.env, self.cfg.learner
+            self.cfg.env, self.cfg.learner, self.spec
         )
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -417,6 +418,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_dir=str(resume)))
     # Before anything starts: a run with no usable checkpoint fails here, not after Ray is up.
     checkpoint = load_checkpoint(resume) if resume is not None else None
+    env_spec(cfg.env)  # an unknown env id or a bad crop fails here too
     local = cfg.run.address == LOCAL
     cpus = cfg.run.num_cpus or os.cpu_count() or 1
     if local:

@@ -75,6 +75,9 @@ def test_cluster_placement_weight_delivery_and_node_loss(tmp_path, cluster):
     topology = plan_topology(cfg, cpus=8, gpus=0)
     driver = Driver(cfg, RunDir.create(cfg), topology, resume=None)
     plan = driver.placement.assigned
+    # Wait until every process is up: an actor still being created has no node yet.
+    ray.get([h.ping.remote() for h in [*driver.actors, *driver.shards]], timeout=120)
+    ray.get(driver.learner.device.remote(), timeout=120)
     # Every process is where the plan put it, and the plan spreads them by free CPUs.
     assert node_of(driver.learner) == plan["learner"] == driver.driver_node
     actor_nodes = [node_of(a) for a in driver.actors]

@@ -16,7 +16,7 @@ from toy_env import DotReach
 from launch.serial import train_serial
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_serial_sac_ae_learns_dot_reach_in_bf16(tmp_path):
     torch.set_num_threads(2)
     cfg = toy_config(tmp_path, total_frames=5000)

@@ -93,7 +93,7 @@ def test_end_to_end_smoke_then_resume(tmp_path, ray_six_cpus):
     serial_keys = set().union(*read_metrics(tmp_path / "serial"))
     # Per-shard keys follow the shard count; episode keys need an episode that ended (the
     # single serial actor drives one 1000-frame episode to its end, the two actors do not).
-    other = re.compile(r"^replay/shard\d+/|^actors/episode_")
+    other = re.compile(r"^replay/shard\d+/|^actors/(episode_|end_|tiles_)")
     assert {k for k in serial_keys if not other.match(k)} == {k for k in keys if not other.match(k)}
 
     # Resume: counters continue from the checkpoint and learning goes on.
