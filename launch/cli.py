@@ -71,6 +71,8 @@ def cmd_bench(argv: list[str]) -> int:
         "env": "actors.bench",
         "replay": "replay.bench",
         "scaling": "launch.bench_scaling",
+        "learning": "launch.bench_learning",
+        "faults": "launch.bench_faults",
     }
     if not argv or argv[0] not in benches:
         print(f"usage: sacae bench {{{','.join(benches)}}} [--help]", file=sys.stderr)

@@ -170,5 +170,13 @@ def test_cpu_only_run_is_told_its_rate_and_time():
     line = cpu_eta_line(cfg, env_frames=0, updates_per_s=1.0)
     # 2M frames at action repeat 4 and 1 update per step: 500k updates at 1/s is 138.9 h.
     assert "1.00 updates/s" in line and "500,000 updates" in line and "138.9 h" in line
-    if "carracing-cpu" in PRESETS:
-        assert "--preset carracing-cpu" in line
+    assert "--preset carracing-cpu" in line
+    assert "carracing-cpu" not in cpu_eta_line(PRESETS["carracing-cpu"](), 0, 1.0)
+
+
+def test_configs_saved_before_the_precision_fields_still_load():
+    data = json.loads(PRESETS["smoke"]().to_json())
+    data["learner"].pop("precision")
+    data["learner"].update(bf16=False, channels_last=True)
+    learner = config_from_dict(data).learner
+    assert learner.precision == "fp32" and learner.channels_last == "auto"

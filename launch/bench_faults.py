@@ -1,0 +1,124 @@
+"""`sacae bench faults`: env frames/s before and after real crashes (SIGKILL), on a busy machine.
+
+Runs the smoke preset on local Ray with a CPU-bound process beside it, then kills, in turn, the OS
+process of a rollout actor and of a replay shard. For each kill it prints the env frames/s over
+`--window-s` seconds before the kill and over the same time after the run recovered (the
+replacement actor answered a call, or the shard answered `ping` again), and their ratio. The goal
+(issue 8) is a ratio of at least 0.7. Tests assert the events (tests/test_faults_ray.py); this
+measures the rate, which no test may assert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import ray
+import tyro
+
+from launch.config import smoke
+from launch.ray_setup import init_ray
+from launch.run_dir import RunDir
+from launch.train import Driver, plan_topology
+
+
+@dataclass(frozen=True)
+class FaultArgs:
+    """Throughput before and after SIGKILLed processes."""
+
+    window_s: float = 30.0
+    """Seconds of env frames/s measured before each kill and after each recovery."""
+    load: int = 1
+    """CPU-bound processes running beside the run."""
+    run_dir: str = "runs/bench-faults"
+
+
+def _pid(handle) -> int:
+    return int(ray._private.state.actors(handle._actor_id.hex())["Pid"])
+
+
+class Meter:
+    """(time, env frames) samples of the driver's counters, once per 0.5 s."""
+
+    def __init__(self, driver: Driver):
+        self.driver, self.samples, self.stop = driver, [], threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            self.samples.append((time.monotonic(), self.driver.counters.env_frames))
+
+    def rate(self, start: float, end: float) -> float:
+        inside = [(t, f) for t, f in self.samples if start <= t <= end]
+        (t0, f0), (t1, f1) = inside[0], inside[-1]
+        return (f1 - f0) / max(t1 - t0, 1e-9)
+
+
+def scenario(driver: Driver, meter: Meter, window_s: float, out: dict) -> None:
+    def wait(condition) -> None:
+        while not condition():
+            time.sleep(0.2)
+
+    wait(lambda: driver.counters.updates >= 20)
+    for name in ("actor", "shard"):
+        time.sleep(window_s)
+        kill_t = time.monotonic()
+        before = meter.rate(kill_t - window_s, kill_t)
+        if name == "actor":
+            restarts = driver.actor_restarts
+            os.kill(_pid(driver.actors[0]), signal.SIGKILL)
+            wait(lambda r=restarts: driver.actor_restarts > r)
+            replaced = (0, driver.actor_incarnations[0])
+            wait(lambda key=replaced: driver.reported_steps.get(key, 0) > 0)
+        else:
+            os.kill(_pid(driver.shards[0]), signal.SIGKILL)
+            time.sleep(1.0)
+            ray.get(driver.shards[0].ping.remote(), timeout=300)
+        recovered_t = time.monotonic()
+        time.sleep(window_s)
+        after = meter.rate(recovered_t, recovered_t + window_s)
+        out[name] = {
+            "frames_per_s_before": round(before, 1),
+            "frames_per_s_after": round(after, 1),
+            "ratio": round(after / before, 3) if before else None,
+            "recovery_s": round(recovered_t - kill_t, 1),
+        }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = tyro.cli(FaultArgs, args=argv)
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
+    base = smoke()
+    cfg = dataclasses.replace(
+        base,
+        replay=dataclasses.replace(base.replay, snapshot_every_s=2.0),
+        run=dataclasses.replace(
+            base.run,
+            total_env_frames=10**9,
+            eval_every_frames=0,
+            progress_bar=False,
+            run_dir=args.run_dir,
+        ),
+    )
+    try:
+        topology = plan_topology(cfg, cpus=4, gpus=0)
+        init_ray("local", num_cpus=topology.ray_cpus)
+        driver = Driver(cfg, RunDir.create(cfg), topology, None)
+        meter, result = Meter(driver), {"load_processes": args.load, "window_s": args.window_s}
+        worker = threading.Thread(target=driver.train, daemon=True)
+        worker.start()
+        scenario(driver, meter, args.window_s, result)
+        meter.stop.set()
+        print(json.dumps({"bench": "faults", **result}), flush=True)
+        return result
+    finally:
+        for proc in load:
+            proc.kill()
+        ray.shutdown()

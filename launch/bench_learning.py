@@ -1,0 +1,217 @@
+"""`sacae bench learning`: train a preset over seeds, evaluate the final policies on 100 fresh tracks,
+record a JSON report and one learning-curve plot in benchmarks/learning/.
+
+Each seed trains in its own run directory (resumable: a directory with checkpoints continues).
+The final evaluation is the deterministic policy, tanh(mu), on tracks from the evaluation seed
+domain (never driven in training), in CarRacing-v3 with no training aid. Its pixels come from the
+fast renderer, which tests/test_env.py checks byte for byte against stock CarRacing-v3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from actors.carracing import SOLVED_RETURN
+from actors.evaluate import evaluate_policy
+from launch.config import PRESETS, TrainConfig
+from launch.evaluate_cli import load_policy
+from launch.run_dir import load_checkpoint
+
+RANDOM_POLICY_RETURN = -55.0
+"""Mean return of uniform random actions on CarRacing-v3, as measured in issue 11 (about -55)."""
+FINAL_EVAL_SEED = 90_000
+"""Root seed of the final evaluation's tracks (the evaluation seed domain, apart from training)."""
+
+
+@dataclass(frozen=True)
+class LearningArgs:
+    """Train a preset over seeds and record a learning report."""
+
+    preset: str = "carracing-cpu"
+    """Preset to train (see `sacae train --preset`)."""
+    seeds: tuple[int, ...] = (0,)
+    """Run seeds; each trains its own run."""
+    frames: int = 0
+    """Env frames per seed (0 = the preset's run.total_env_frames)."""
+    minutes: float = 0.0
+    """Wall-clock minutes per seed (0 = the preset's run.max_seconds)."""
+    serial: bool = False
+    """Train in one process instead of the distributed default."""
+    eval_episodes: int = 100
+    """Final evaluation episodes per seed, each on a fresh track."""
+    runs_dir: Path = Path("runs/learning")
+    """Where the seeds' run directories go (an existing one is resumed)."""
+    out_dir: Path = Path("benchmarks/learning")
+    """Where the report JSON and plot go."""
+    tag: str = ""
+    """Extra words for the report's file name (e.g. an ablation: 'no-aids')."""
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}
+
+
+def seed_config(args: LearningArgs, overrides: list[str], seed: int, run_dir: Path) -> TrainConfig:
+    from launch.cli import parse_train_args
+
+    cfg, _ = parse_train_args(["--preset", args.preset, *overrides])
+    run = dataclasses.replace(cfg.run, seed=seed, run_dir=str(run_dir), serial=args.serial)
+    if args.frames:
+        run = dataclasses.replace(run, total_env_frames=args.frames)
+    if args.minutes:
+        run = dataclasses.replace(run, max_seconds=args.minutes * 60)
+    return dataclasses.replace(cfg, run=run)
+
+
+def train_seed(cfg: TrainConfig, resume: Path | None) -> float:
+    """Train one seed; returns the wall time in seconds."""
+    start = time.monotonic()
+    if cfg.run.serial:
+        from launch.serial import train_serial
+
+        train_serial(cfg, resume=resume)
+    else:
+        from launch.train import train
+
+        train(cfg, resume=resume)
+    return time.monotonic() - start
+
+
+def final_eval(run_dir: Path, episodes: int) -> dict:
+    """The deterministic policy of the run's newest checkpoint on `episodes` fresh stock tracks."""
+    checkpoint = load_checkpoint(run_dir)
+    policy, cfg = load_policy(checkpoint)
+    result = evaluate_policy(policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED)
+    returns = np.asarray(result.returns)
+    return {
+        "checkpoint": checkpoint["path"],
+        "counters": checkpoint["counters"],
+        "episodes": episodes,
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "returns": returns.round(2).tolist(),
+    }
+
+
+def curve_points(run_dir: Path) -> list[list[float]]:
+    """(env frames, eval mean, eval std) of the run's periodic evaluations."""
+    points = []
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        row = json.loads(line)
+        if "eval/return_mean" in row:
+            points.append([row["env_frames"], row["eval/return_mean"], row["eval/return_std"]])
+    return points
+
+
+def plot(report: dict, path: Path) -> None:
+    """All seeds' curves on one plot, with the random-policy and the solved lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for seed, run in report["seeds"].items():
+        if run["curve"]:
+            frames, means, _ = zip(*run["curve"], strict=True)
+            ax.plot(frames, means, marker="o", label=f"seed {seed}")
+    ax.axhline(SOLVED_RETURN, color="grey", linestyle="--", label=f"solved ({SOLVED_RETURN:.0f})")
+    ax.axhline(RANDOM_POLICY_RETURN, color="red", linestyle=":", label="random policy")
+    ax.set_xlabel("env frames")
+    ax.set_ylabel("eval return")
+    ax.set_title(f"{report['preset']} on {report['machine']['cpu']}", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_index(out_dir: Path) -> Path:
+    """benchmarks/learning/README.md: one table row per recorded report, good or bad."""
+    rows = [
+        "# Learning reports",
+        "",
+        "Written by `sacae bench learning`; every run is listed, including those that miss.",
+        "Final eval: deterministic policy on fresh tracks of CarRacing-v3 with no training aid.",
+        "",
+        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval mean per seed | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(out_dir.glob("*.json")):
+        r = json.loads(path.read_text())
+        seeds = r["seeds"].values()
+        evals = ", ".join(f"{s['eval']['mean']:.0f} ± {s['eval']['std']:.0f}" for s in seeds)
+        frames = ", ".join(str(s["eval"]["counters"]["env_frames"]) for s in seeds)
+        minutes = ", ".join(f"{s['wall_s'] / 60:.0f}" for s in seeds)
+        rows.append(
+            f"| [{path.stem}]({path.name}) | {r['preset']} | {r['machine']['cpu']} | "
+            f"{len(r['seeds'])} | {frames} | {minutes} | {evals} | `{r['command']}` |"
+        )
+    index = out_dir / "README.md"
+    index.write_text("\n".join(rows) + "\n")
+    return index
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`sacae bench learning [options] [-- train overrides]`, e.g. `-- --env.skip-zoom`."""
+    argv = list(argv or [])
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, overrides = tyro.cli(LearningArgs, args=argv[:split]), argv[split + 1 :]
+    if args.preset not in PRESETS:
+        raise SystemExit(f"error: --preset {args.preset!r} is unknown: allowed {sorted(PRESETS)}")
+    date = time.strftime("%Y-%m-%d")
+    name = "-".join(filter(None, [date, args.preset, args.tag, f"cpu{os.cpu_count()}"]))
+    report: dict = {
+        "preset": args.preset,
+        "machine": machine(),
+        "command": "sacae bench learning " + " ".join(argv),
+        "mode": "serial" if args.serial else "distributed",
+        "seeds": {},
+    }
+    for seed in args.seeds:
+        run_dir = args.runs_dir / f"{name}-seed{seed}"
+        resume = (
+            run_dir
+            if (run_dir / "checkpoints").is_dir()
+            and any((run_dir / "checkpoints").glob("ckpt_*.pt"))
+            else None
+        )
+        cfg = seed_config(args, overrides, seed, run_dir)
+        wall_s = train_seed(cfg, resume)
+        report["config"] = json.loads(cfg.to_json())
+        report["seeds"][str(seed)] = {
+            "run_dir": str(run_dir),
+            "wall_s": wall_s,
+            "eval": final_eval(run_dir, args.eval_episodes),
+            "curve": curve_points(run_dir),
+        }
+        print(json.dumps({"seed": seed, **report["seeds"][str(seed)]["eval"]}), flush=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, args.out_dir / f"{name}.png")
+    write_index(args.out_dir)
+    print(f"sacae: report {args.out_dir / (name + '.json')}", flush=True)
+    return report

@@ -1,0 +1,43 @@
+"""`sacae bench learning`: the report of a (tiny) run, and the CarRacing learning test (opt-in)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from launch.bench_learning import RANDOM_POLICY_RETURN, main
+
+
+@pytest.mark.slow
+def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
+    argv = [
+        "--preset", "smoke", "--seeds", "3", "--frames", "1100", "--serial",
+        "--eval-episodes", "1", "--runs-dir", str(tmp_path / "runs"),
+        "--out-dir", str(tmp_path / "out"), "--", "--run.no-progress-bar",
+    ]  # fmt: skip
+    report = main(argv)
+    (path,) = (tmp_path / "out").glob("*-smoke-cpu*.json")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    seed = report["seeds"]["3"]
+    assert seed["eval"]["episodes"] == 1 and len(seed["eval"]["returns"]) == 1
+    assert seed["eval"]["min"] <= seed["eval"]["mean"] <= seed["eval"]["max"]
+    assert seed["eval"]["counters"]["env_frames"] >= 1100 and seed["curve"]  # eval at 1000
+    assert report["config"]["run"]["seed"] == 3 and report["mode"] == "serial"
+    assert path.with_suffix(".png").stat().st_size > 0
+    assert path.stem in (tmp_path / "out" / "README.md").read_text()
+    # Run again: the seed's run directory is resumed, not started over.
+    again = main([*argv[:5], "1300", *argv[6:]])
+    assert again["seeds"]["3"]["eval"]["counters"]["incarnation"] == 1
+
+
+@pytest.mark.carracing_learning
+def test_cpu_preset_learns_carracing_in_20_minutes(tmp_path):
+    """`pytest -m carracing_learning` (~25 min on 2 cores): the CPU preset, distributed, for 20
+    minutes, then 10 fresh stock tracks; a random policy scores about -55."""
+    report = main(
+        ["--minutes", "20", "--eval-episodes", "10", "--runs-dir", str(tmp_path / "runs"),
+         "--out-dir", str(tmp_path / "out"), "--", "--run.no-progress-bar"]
+    )  # fmt: skip
+    mean = report["seeds"]["0"]["eval"]["mean"]
+    assert mean > RANDOM_POLICY_RETURN + 100, f"eval return {mean:.0f} after 20 minutes"
