@@ -44,6 +44,14 @@ def _pid(handle) -> int:
     return int(ray._private.state.actors(handle._actor_id.hex())["Pid"])
 
 
+def _answers(handle) -> bool:
+    try:
+        ray.get(handle.ping.remote(), timeout=5)
+        return True
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False  # restarting
+
+
 class Meter:
     """(time, env frames) samples of the driver's counters, once per 0.5 s."""
 
@@ -80,7 +88,7 @@ def scenario(driver: Driver, meter: Meter, window_s: float, out: dict) -> None:
         else:
             os.kill(_pid(driver.shards[0]), signal.SIGKILL)
             time.sleep(1.0)
-            ray.get(driver.shards[0].ping.remote(), timeout=300)
+            wait(lambda: _answers(driver.shards[0]))
         recovered_t = time.monotonic()
         time.sleep(window_s)
         after = meter.rate(recovered_t, recovered_t + window_s)

@@ -6,6 +6,7 @@ import os
 import socket
 
 import ray
+from ray._private import ray_constants
 
 LOCAL = "local"
 
@@ -52,7 +53,12 @@ def init_ray(address: str = LOCAL, num_cpus: int = 0, quiet: bool = True) -> dic
         "logging_level": "warning",
     }
     if address == LOCAL:
+        # The variable is read when ray is imported, which the caller may have done already
+        # (`sacae train` imports launch.train, which imports ray): set the constant it set too.
+        # The processes Ray starts inherit the variable.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+            ray_constants.ENABLE_RAY_CLUSTER = False
         kwargs.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
         if num_cpus > 0:
             kwargs["num_cpus"] = num_cpus

@@ -180,3 +180,25 @@ def test_configs_saved_before_the_precision_fields_still_load():
     data["learner"].update(bf16=False, channels_last=True)
     learner = config_from_dict(data).learner
     assert learner.precision == "fp32" and learner.channels_last == "auto"
+
+
+@pytest.mark.ray
+def test_local_ray_stays_on_loopback_even_when_ray_was_imported_first():
+    """`sacae train` imports ray before it starts Ray; the local instance must still bind to
+    127.0.0.1 (the variable that says so is read at import time)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import ray\n"
+        "from launch.ray_setup import init_ray\n"
+        "init_ray('local', num_cpus=1)\n"
+        "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "['127.0.0.1']", out.stderr[-2000:]
