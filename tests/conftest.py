@@ -75,3 +75,17 @@ def sigkill(handle) -> int:
     pid = pid_of(handle)
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+@pytest.fixture(scope="module")
+def ray_six_cpus():
+    """A local Ray instance with 6 logical CPUs (a whole smoke run), shut down after the module."""
+    import ray
+
+    from launch.ray_setup import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray("local", num_cpus=6)
+    yield
+    ray.shutdown()

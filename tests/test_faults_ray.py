@@ -13,22 +13,12 @@ from conftest import pid_of, sigkill, train_with_fault
 
 from actors.collector import stream_id
 from launch.config import smoke
-from launch.ray_setup import init_ray
 from launch.run_dir import RunDir
 from launch.train import Driver, plan_topology
 from replay.snapshot import list_snapshots, snapshot_extra
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TIMEOUT_S = 60
-
-
-@pytest.fixture(scope="module")
-def ray_six_cpus():
-    if ray.is_initialized():
-        ray.shutdown()
-    init_ray("local", num_cpus=6)
-    yield
-    ray.shutdown()
 
 
 def stream_tally(tallies: dict[int, int], actor: int, incarnation: int, envs: int) -> int:

@@ -12,7 +12,6 @@ import ray
 from conftest import train_with_fault
 
 from launch.config import smoke
-from launch.ray_setup import init_ray
 from launch.run_dir import RunDir, load_checkpoint
 from launch.serial import train_serial
 from launch.train import Driver, LearnerDiedError, plan_topology
@@ -36,15 +35,6 @@ def small_config(tmp_path, total_frames: int, **run_overrides):
 def make_driver(cfg, resume=None) -> Driver:
     topology = plan_topology(cfg, cpus=4, gpus=0)
     return Driver(cfg, RunDir.create(cfg), topology, resume)
-
-
-@pytest.fixture(scope="module")
-def ray_six_cpus():
-    if ray.is_initialized():
-        ray.shutdown()
-    init_ray("local", num_cpus=6)
-    yield
-    ray.shutdown()
 
 
 def read_metrics(run_dir) -> list[dict]:
