@@ -73,6 +73,7 @@ def cmd_bench(argv: list[str]) -> int:
         "scaling": "launch.bench_scaling",
         "learning": "launch.bench_learning",
         "faults": "launch.bench_faults",
+        "feed": "launch.bench_feed",
     }
     if not argv or argv[0] not in benches:
         print(f"usage: sacae bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
