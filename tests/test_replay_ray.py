@@ -105,7 +105,7 @@ def test_two_shards_two_writers_valid_batches_at_the_target_rate(service):
         min_size = CFG.min_size // 2
         lead_steps = st["inserts"] - min_size - st["samples"] / SPI
         assert -CFG.rate_tolerance <= lead_steps <= CFG.rate_tolerance + 5, st
-        assert st["insert_wait_s"] > 0 and st["bytes_used"] > 0
+        assert st["inserts_held"] >= 1 and st["bytes_used"] > 0  # the writers were held back
     # Both shards held about as much: each gave about half of the batches' transitions.
     assert abs(seen[0] / seen.sum() - 0.5) < 0.1
     metrics = {**sampler.stats(), **shard_metrics(stats)}
