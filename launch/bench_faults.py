@@ -35,6 +35,9 @@ class FaultArgs:
 
     window_s: float = 30.0
     """Seconds of env frames/s measured before each kill and after each recovery."""
+    warmup_s: float = 60.0
+    """Seconds the run goes before the first window: the replay's rate limiter lets the actors run
+    ahead of the learner by its tolerance at the start, which would inflate the first window."""
     load: int = 1
     """CPU-bound processes running beside the run."""
     run_dir: str = "runs/bench-faults"
@@ -53,7 +56,7 @@ def _answers(handle) -> bool:
 
 
 class Meter:
-    """(time, env frames) samples of the driver's counters, once per 0.5 s."""
+    """(time, env frames, updates) samples of the driver's counters, once per 0.5 s."""
 
     def __init__(self, driver: Driver):
         self.driver, self.samples, self.stop = driver, [], threading.Event()
@@ -61,24 +64,35 @@ class Meter:
 
     def _run(self) -> None:
         while not self.stop.wait(0.5):
-            self.samples.append((time.monotonic(), self.driver.counters.env_frames))
+            counters = self.driver.counters
+            self.samples.append((time.monotonic(), counters.env_frames, counters.updates))
 
-    def rate(self, start: float, end: float) -> float:
-        inside = [(t, f) for t, f in self.samples if start <= t <= end]
-        (t0, f0), (t1, f1) = inside[0], inside[-1]
-        return (f1 - f0) / max(t1 - t0, 1e-9)
+    def rate(self, start: float, end: float, column: int = 1) -> float:
+        """Least-squares slope of a counter over [start, end]. The counters move in steps (an
+        actor reports every 50 agent steps or 5 s), so the slope between the two end samples
+        would be off by up to a step at each end: over 30 s that is up to 20% of the rate."""
+        inside = [(s[0], s[column]) for s in self.samples if start <= s[0] <= end]
+        n = len(inside)
+        mean_t = sum(t for t, _ in inside) / n
+        mean_v = sum(v for _, v in inside) / n
+        var_t = sum((t - mean_t) ** 2 for t, _ in inside)
+        return sum((t - mean_t) * (v - mean_v) for t, v in inside) / max(var_t, 1e-9)
 
 
-def scenario(driver: Driver, meter: Meter, window_s: float, out: dict) -> None:
+def scenario(driver: Driver, meter: Meter, args: FaultArgs, out: dict) -> None:
+    window_s = args.window_s
+
     def wait(condition) -> None:
         while not condition():
             time.sleep(0.2)
 
     wait(lambda: driver.counters.updates >= 20)
+    time.sleep(max(args.warmup_s - window_s, 0.0))
     for name in ("actor", "shard"):
         time.sleep(window_s)
         kill_t = time.monotonic()
         before = meter.rate(kill_t - window_s, kill_t)
+        updates_before = meter.rate(kill_t - window_s, kill_t, column=2)
         if name == "actor":
             restarts = driver.actor_restarts
             os.kill(_pid(driver.actors[0]), signal.SIGKILL)
@@ -92,9 +106,12 @@ def scenario(driver: Driver, meter: Meter, window_s: float, out: dict) -> None:
         recovered_t = time.monotonic()
         time.sleep(window_s)
         after = meter.rate(recovered_t, recovered_t + window_s)
+        updates_after = meter.rate(recovered_t, recovered_t + window_s, column=2)
         out[name] = {
             "frames_per_s_before": round(before, 1),
             "frames_per_s_after": round(after, 1),
+            "updates_per_s_before": round(updates_before, 2),
+            "updates_per_s_after": round(updates_after, 2),
             "ratio": round(after / before, 3) if before else None,
             "recovery_s": round(recovered_t - kill_t, 1),
         }
@@ -119,10 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
         topology = plan_topology(cfg, cpus=4, gpus=0)
         init_ray("local", num_cpus=topology.ray_cpus)
         driver = Driver(cfg, RunDir.create(cfg), topology, None)
-        meter, result = Meter(driver), {"load_processes": args.load, "window_s": args.window_s}
+        meter = Meter(driver)
+        result = {"load_processes": args.load, "window_s": args.window_s, "warmup_s": args.warmup_s}
         worker = threading.Thread(target=driver.train, daemon=True)
         worker.start()
-        scenario(driver, meter, args.window_s, result)
+        scenario(driver, meter, args, result)
         meter.stop.set()
         print(json.dumps({"bench": "faults", **result}), flush=True)
         return result

@@ -9,6 +9,8 @@ import ray
 from ray._private import ray_constants
 
 LOCAL = "local"
+WORKER_NICENESS_VAR = ray_constants.RAY_WORKER_NICENESS
+"""Read by the raylet when it starts; `ray start` on a cluster node needs it in its environment."""
 
 
 class ClusterAddressError(RuntimeError):
@@ -59,6 +61,11 @@ def init_ray(address: str = LOCAL, num_cpus: int = 0, quiet: bool = True) -> dic
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
             ray_constants.ENABLE_RAY_CLUSTER = False
+        # Ray starts its workers at niceness 15 by default. Next to any ordinary process (another
+        # job, a compile, a busy loop) they then get a few percent of a core: with two such
+        # processes on 2 cores the learner fell from 13 to 0.45 updates/s and the actors all but
+        # stopped (issue 8). Our workers are the job, so they run at the normal priority.
+        os.environ.setdefault(WORKER_NICENESS_VAR, "0")
         kwargs.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
         if num_cpus > 0:
             kwargs["num_cpus"] = num_cpus
@@ -72,3 +79,39 @@ def init_ray(address: str = LOCAL, num_cpus: int = 0, quiet: bool = True) -> dic
             f"cannot join the Ray cluster at {address!r} ({err}); check `ray status` on the head node"
         ) from err
     return ray.cluster_resources()
+
+
+@ray.remote(num_cpus=0)
+def _niceness() -> int:
+    return os.nice(0)
+
+
+def niced_nodes(timeout_s: float = 60.0) -> dict[str, int]:
+    """Niceness of a Ray worker on each alive node, for the nodes whose workers run above 0.
+
+    A node started by `ray start` without RAY_worker_niceness=0 runs its workers at 15: they then
+    get a few percent of a core whenever anything else on that node wants the CPU.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    refs = [
+        _niceness.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+        ).remote()
+        for node in nodes
+    ]
+    values = ray.get(refs, timeout=timeout_s)
+    return {node: value for node, value in zip(nodes, values, strict=True) if value > 0}
+
+
+def niceness_warning(niced: dict[str, int]) -> str | None:
+    """One line naming the niced nodes and how to start them, or None when there are none."""
+    if not niced:
+        return None
+    listed = ", ".join(f"{node[:8]} (niceness {value})" for node, value in niced.items())
+    return (
+        f"sacae: warning: Ray workers run at a low priority on {listed}: any other process on "
+        f"those nodes takes the CPU from the actors and the learner; start their Ray with "
+        f"`{WORKER_NICENESS_VAR}=0 ray start ...`"
+    )

@@ -27,7 +27,7 @@ from actors.rollout_actor import RolloutActor, WeightsRegistry
 from launch.config import CPU_PRESET, PRESETS, TrainConfig
 from launch.learner_worker import RemoteLearnerWorker
 from launch.placement import Demand, Placement, PlacementLog, alive_nodes, pin, plan_placement
-from launch.ray_setup import LOCAL, init_ray
+from launch.ray_setup import LOCAL, init_ray, niced_nodes, niceness_warning
 from launch.run_dir import RunDir, load_checkpoint
 from launch.runner import Counters, Runner, replay_metrics
 from replay.shard import assign_shard, create_shards
@@ -130,6 +130,8 @@ class Driver:
         ]
         self.eval_actor = self._start_eval_actor() if cfg.run.eval_every_frames else None
         self.eval_restarts = 0
+        # Evaluation results waiting for their reconstruction image, by env frames.
+        self._evaluations: dict[int, tuple] = {}
         # The newest weights version each actor has acted with.
         self.actor_versions = [0] * topology.num_actors
         self._eta_said = False
@@ -214,34 +216,26 @@ class Driver:
             while runner.running():
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
-                    kind, index, _ = pending.pop(ref)
-                    if kind == "actor":
-                        self._on_actor_reply(ref, index)
-                        pending[self._run_actor(index)] = ("actor", index, time.monotonic())
-                    elif kind == "learner":
-                        runner.on_learner_row(self._learner_result(ref))
-                        self._say_cpu_eta()
-                        call = self.learner.train_for.remote(LEARNER_CALL_S)
-                        pending[call] = ("learner", 0, time.monotonic())
-                    elif kind == "eval":
-                        self._on_eval_reply(ref, index)
+                    self._on_reply(ref, pending)
                 self._check_hung(pending)
-                evaluating = any(kind == "eval" for kind, *_ in pending.values())
+                in_flight = {kind for kind, *_ in pending.values()}
+                evaluating = "eval" in in_flight or "reconstruction" in in_flight
                 if not evaluating and runner.eval_due(self.counters.env_frames):
                     ref = self._start_eval()
                     if ref is None:  # no weights published yet: ask again next time
                         runner.eval_due.postpone()
                     else:
                         pending[ref] = ("eval", self.counters.env_frames, time.monotonic())
-                if runner.checkpoint_due(self.counters.updates):
-                    self._checkpoint()
+                if runner.checkpoint_due(self.counters.updates) and "state" not in in_flight:
+                    pending[self.learner.state_dict.remote()] = ("state", 0, time.monotonic())
                 if runner.log_due(time.monotonic()):
                     self._log()
-            # Let a running evaluation finish so the last curve point is written.
-            for ref, (kind, index, _) in list(pending.items()):
-                if kind == "eval":
-                    self._on_eval_reply(ref, index)
+            # Let a running evaluation finish so the last curve point is written; the learner's
+            # last call ends once the replay is released.
+            self._release_replay()
+            self._finish_evaluation(pending)
         finally:
+            self._release_replay()
             if self.learner_alive:
                 self._checkpoint()
             self._log()
@@ -257,6 +251,44 @@ class Driver:
             ray.kill(handle, no_restart=True)
 
     # -- replies ----------------------------------------------------------------------------------
+
+    def _on_reply(self, ref: ray.ObjectRef, pending: dict) -> None:
+        """Turn one reply into counters, metrics or outputs, and keep that process busy.
+
+        The driver never waits on the learner inside the loop: its checkpoint state and its
+        reconstruction image queue behind a `train_for` call that may wait for transitions, and
+        those come only from rollout calls the driver keeps dispatching. A blocking wait here
+        stalled a run whose learner was faster than its actors until the hang timeout.
+        """
+        kind, index, _ = pending.pop(ref)
+        if kind == "actor":
+            self._on_actor_reply(ref, index)
+            pending[self._run_actor(index)] = ("actor", index, time.monotonic())
+        elif kind == "learner":
+            self.runner.on_learner_row(self._learner_result(ref))
+            self._say_cpu_eta()
+            pending[self.learner.train_for.remote(LEARNER_CALL_S)] = (
+                "learner",
+                0,
+                time.monotonic(),
+            )
+        elif kind == "state":
+            self._save_checkpoint(self._learner_result(ref))
+        elif kind == "eval":
+            image_ref = self._on_eval_reply(ref, index)
+            if image_ref is not None:
+                pending[image_ref] = ("reconstruction", index, time.monotonic())
+        elif kind == "reconstruction":
+            self._on_reconstruction(ref, index)
+
+    def _finish_evaluation(self, pending: dict) -> None:
+        for ref, (kind, index, _) in list(pending.items()):
+            if kind == "eval":
+                image_ref = self._on_eval_reply(ref, index)
+                if image_ref is not None:
+                    self._on_reconstruction(image_ref, index)
+            elif kind == "reconstruction":
+                self._on_reconstruction(ref, index)
 
     def _run_actor(self, index: int) -> ray.ObjectRef:
         return self.actors[index].run_for.remote(ACTOR_CALL_STEPS, ACTOR_CALL_S)
@@ -313,7 +345,8 @@ class Driver:
             return self.eval_actor.evaluate_with_video.remote(*args)
         return self.eval_actor.evaluate.remote(*args)
 
-    def _on_eval_reply(self, ref: ray.ObjectRef, frames: int) -> None:
+    def _on_eval_reply(self, ref: ray.ObjectRef, frames: int) -> ray.ObjectRef | None:
+        """Take an evaluation's result; returns the learner call for its reconstruction image."""
         timeout = self.cfg.run.remote_timeout_s
         try:
             result = ray.get(ref, timeout=timeout)
@@ -326,12 +359,17 @@ class Driver:
             ray.kill(self.eval_actor, no_restart=True)
             self.eval_actor = None
             self.eval_restarts += 1
-            return
+            return None
         video = None
         if isinstance(result, tuple):
             result, *video = result
+        self._evaluations[frames] = (result, video)
+        return self.learner.reconstruction_image.remote()
+
+    def _on_reconstruction(self, ref: ray.ObjectRef, frames: int) -> None:
+        result, video = self._evaluations.pop(frames)
         try:
-            image = ray.get(self.learner.reconstruction_image.remote(), timeout=timeout)
+            image = ray.get(ref, timeout=self.cfg.run.remote_timeout_s)
         except (RayActorError, RayTaskError, GetTimeoutError):
             image = None
         self.runner.record_eval(frames, result, video, image)
@@ -380,10 +418,21 @@ class Driver:
         where = f"the last checkpoint is {latest}" if latest else "no checkpoint was written yet"
         return f"{where}; continue with: sacae train --resume {self.run.path}"
 
+    def _release_replay(self) -> None:
+        """No more inserts will come: let the learner's last call finish without waiting."""
+        try:
+            ray.get(
+                [s.release.remote() for s in self.shards], timeout=self.cfg.run.remote_timeout_s
+            )
+        except (GetTimeoutError, RayActorError, RayTaskError) as err:
+            log.warning("could not release the replay shards (%s)", type(err).__name__)
+
     # -- outputs ----------------------------------------------------------------------------------
 
     def _checkpoint(self) -> None:
-        state = self._learner_result(self.learner.state_dict.remote())
+        self._save_checkpoint(self._learner_result(self.learner.state_dict.remote()))
+
+    def _save_checkpoint(self, state: dict) -> None:
         if self.cfg.run.snapshot_replay:
             timeout = self.cfg.run.remote_timeout_s
             ray.get([s.save_snapshot.remote() for s in self.shards], timeout=timeout)
@@ -427,6 +476,9 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Counters:
     else:
         resources = init_ray(cfg.run.address)
         topology = plan_topology(cfg, int(resources.get("CPU", 1)) - 1, resources.get("GPU", 0))
+        warning = niceness_warning(niced_nodes(cfg.run.remote_timeout_s))
+        if warning:
+            print(warning, flush=True)
     try:
         run = RunDir.create(cfg)
         print(

@@ -106,6 +106,7 @@ class ReplayShard:
         self._snapshots_saved = 0
         self._rate_mark = (time.monotonic(), self.limiter.inserts, self.limiter.samples)
         self._stop = threading.Event()
+        self._released = False
         if cfg.snapshot_every_s > 0 and self.snapshot_dir is not None:
             threading.Thread(
                 target=self._snapshot_loop, name="replay-snapshots", daemon=True
@@ -188,24 +189,35 @@ class ReplayShard:
         deadline = start + timeout_s
         batch = None
         with self._cond:
-            if not self.limiter.can_sample(n):
+            if not self._may_sample(n):
                 self._samples_held += 1
             while batch is None:
-                if self.limiter.can_sample(n):
+                if self._may_sample(n):
                     try:
                         batch = self.storage.sample(n)
                         break
                     except NoSampleableError:
                         pass  # only episode starts or unlinked entries so far: wait for inserts
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._released:
                     break
                 self._cond.wait(remaining)
             if batch is not None:
                 self.limiter.record_sample(n)
                 self._cond.notify_all()
             self._sample_wait_s += time.monotonic() - start
-            return SampleReply(batch, self.storage.num_transitions, self.limiter.can_sample(1))
+            return SampleReply(batch, self.storage.num_transitions, self._may_sample(1))
+
+    def _may_sample(self, n: int) -> bool:
+        return self._released or self.limiter.can_sample(n)
+
+    def release(self) -> None:
+        """The writers have stopped for good (the run reached its budget): sampling no longer
+        waits for inserts. Without this the learner's last call would wait for transitions that
+        never come, and the final checkpoint behind it until `replay.hang_timeout_s`."""
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
 
     # ---- service -----------------------------------------------------------------------------
 

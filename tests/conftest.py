@@ -12,6 +12,12 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray workers inherit the environment of the node that starts them: with tests/ on their path they
+# import the toy env's module the way a user's installed env package would be imported.
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_TESTS, os.environ.get("PYTHONPATH", "")) if p
+)
 
 
 @pytest.fixture(scope="module")

@@ -168,3 +168,12 @@ def test_rayjob_image_is_the_dockerfiles_and_matches_ray_version():
     assert image_ray_version(dockerfile_base()) == cluster["rayVersion"]
     aws = load_yaml("aws.yaml")["docker"]
     assert image_ray_version(aws["head_image"]) == cluster["rayVersion"]
+
+
+def test_cluster_nodes_start_their_workers_at_normal_priority():
+    """Ray's default worker niceness (15) lets any other process on a node starve the run."""
+    config = load_yaml("aws.yaml")
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    for command in [c for c in starts if "ray start" in c]:
+        assert "RAY_worker_niceness=0 ray start" in command, command
+    assert "ENV RAY_worker_niceness=0" in (CLUSTER / "Dockerfile").read_text().splitlines()

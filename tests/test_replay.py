@@ -312,6 +312,23 @@ def test_shard_insert_and_sample_unblock_each_other():
     assert stats["inserts"] == 60 and stats["samples"] == shard.limiter.samples
 
 
+def test_released_shard_serves_the_learner_without_waiting_for_writers():
+    """At the end of a run nobody writes any more: the learner's last call must not hang."""
+    shard = small_shard()  # min_size 20, spi 8, error buffer 4 steps = 32 samples
+    shard.insert(run_chunk(0, 0, 21))
+    while shard.sample(8, timeout_s=0.0).batch is not None:
+        pass  # the learner is as far ahead of the writers as the limiter allows
+    held = shard.stats()["samples_held"]
+    shard.release()
+    reply = shard.sample(8, timeout_s=60.0)
+    assert reply.batch is not None and reply.sampleable
+    assert shard.stats()["samples_held"] == held  # served at once, never held
+    # A released shard with nothing sampleable answers at once instead of waiting its timeout.
+    empty = small_shard()
+    empty.release()
+    assert empty.sample(8, timeout_s=3600.0).batch is None
+
+
 @pytest.mark.parametrize("writers", [1, 3])
 def test_rate_holds_whatever_the_number_of_writers(writers):
     """A slow learner: writers wait, so inserts track samples / spi within the tolerance."""

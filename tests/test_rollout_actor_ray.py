@@ -119,3 +119,13 @@ def test_shard_sink_waits_until_the_shard_lets_inserts_resume(ray_local):
     assert sink.wait(handle, 30.0) is True
     # Not done on the insert reply alone: it asked the shard again until it was ready.
     assert ray.get(shard.wait_count.remote()) == 2
+
+
+def test_local_ray_workers_run_at_normal_priority(ray_local):
+    """A local run's workers are not niced: beside a busy process they keep their share of the CPU."""
+    from launch.ray_setup import niced_nodes, niceness_warning
+
+    assert niced_nodes() == {}
+    assert niceness_warning({}) is None
+    line = niceness_warning({"ab12cd34ef": 15})
+    assert "ab12cd34 (niceness 15)" in line and "RAY_worker_niceness=0 ray start" in line

@@ -109,3 +109,33 @@ def test_learner_death_stops_the_run_with_the_resume_command(tmp_path, ray_six_c
     driver.close()
     assert "ckpt_" in str(err.value), "the message names the last checkpoint"
     assert load_checkpoint(tmp_path / "run")["counters"]["updates"] >= 100
+
+
+def test_toy_env_plugs_in_through_the_registry_in_both_modes(tmp_path, ray_six_cpus):
+    """The env seam: DotReach (tests/toy_env.py) runs distributed and serial by `env.env_id` alone.
+
+    "toy_env:DotReach-toy" makes every Ray worker import the module that registers it; conftest
+    puts tests/ on the workers' Python path, as a user's package would be installed.
+    """
+    cfg = small_config(tmp_path, total_frames=1200, eval_every_frames=600)
+    cfg = dataclasses.replace(
+        cfg,
+        env=dataclasses.replace(
+            cfg.env, env_id="toy_env:DotReach-toy", crop=(0, 24, 0, 24), action_repeat=1
+        ),
+    )
+    driver = make_driver(cfg)
+    assert driver.spec.frame_shape == (3, 24, 24)
+    counters = driver.train()
+    driver.close()
+    assert counters.env_frames >= 1200 and counters.updates > 0
+    assert [frames for frames, *_ in driver.curve], "no evaluation ran on the toy env"
+    rows = read_metrics(tmp_path / "run")
+    # 20-step episodes: actors finished some, each reported with its return.
+    assert any("actors/episode_return" in row for row in rows)
+
+    serial_cfg = dataclasses.replace(
+        cfg, run=dataclasses.replace(cfg.run, run_dir=str(tmp_path / "serial"), serial=True)
+    )
+    result = train_serial(serial_cfg)
+    assert result.updates > 0 and result.eval_returns
