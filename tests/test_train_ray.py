@@ -117,7 +117,7 @@ def test_toy_env_plugs_in_through_the_registry_in_both_modes(tmp_path, ray_six_c
     "toy_env:DotReach-toy" makes every Ray worker import the module that registers it; conftest
     puts tests/ on the workers' Python path, as a user's package would be installed.
     """
-    cfg = small_config(tmp_path, total_frames=1200, eval_every_frames=600)
+    cfg = small_config(tmp_path, total_frames=600, eval_every_frames=300)
     cfg = dataclasses.replace(
         cfg,
         env=dataclasses.replace(
@@ -128,7 +128,7 @@ def test_toy_env_plugs_in_through_the_registry_in_both_modes(tmp_path, ray_six_c
     assert driver.spec.frame_shape == (3, 24, 24)
     counters = driver.train()
     driver.close()
-    assert counters.env_frames >= 1200 and counters.updates > 0
+    assert counters.env_frames >= 600 and counters.updates > 0
     assert [frames for frames, *_ in driver.curve], "no evaluation ran on the toy env"
     rows = read_metrics(tmp_path / "run")
     # 20-step episodes: actors finished some, each reported with its return.
