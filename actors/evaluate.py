@@ -26,6 +26,50 @@ from learner.config import LearnerConfig
 from learner.networks import Policy, build_policy
 from learner.weights import PolicyWeights, load_policy_state
 
+PROBE_EVERY_STEPS = 25
+"""Agent steps between two value probes of an evaluation episode (CarRacing: 10 per episode)."""
+
+
+@dataclass(frozen=True)
+class ValueProbes:
+    """States an evaluation went through, with the action it took and what followed: the
+    learner's Q on them against the discounted return observed (over- or underestimation, as in
+    TD3's Fig. 1 and REDQ's bias plots).
+
+    A time limit cuts the observed return short; the rest is bootstrapped with the learner's own
+    Q at the episode's last state, weighted by `tail_discount` (0 after a true termination), the
+    way the critic's target treats a time limit.
+    """
+
+    obs: np.ndarray
+    """uint8 [n, C*S, H, W] probe observations."""
+    actions: np.ndarray
+    """float32 [n, A] the deterministic actions taken there."""
+    returns_to_end: np.ndarray
+    """float32 [n] discounted sum of the rewards from the probe to the episode's end."""
+    tail_discount: np.ndarray
+    """float32 [n] gamma ** (steps from the probe to the end), 0 when the episode terminated."""
+    end_index: np.ndarray
+    """int64 [n] row of `end_obs` for the probe's episode."""
+    end_obs: np.ndarray
+    """uint8 [m, C*S, H, W] each episode's last observation."""
+    end_actions: np.ndarray
+    """float32 [m, A] the deterministic action at it."""
+
+    def observed_values(self, end_q: np.ndarray) -> np.ndarray:
+        """What each probe's Q should equal: the observed return plus the bootstrapped tail."""
+        return self.returns_to_end + self.tail_discount * end_q[self.end_index]
+
+    def metrics(self, q: np.ndarray, end_q: np.ndarray) -> dict[str, float]:
+        """`eval/q_mean`, `eval/observed_value_mean` and their difference `eval/q_bias`, given
+        the critic's values on the probes (`q`) and on the episodes' last states (`end_q`)."""
+        observed = self.observed_values(end_q)
+        return {
+            "eval/q_mean": float(np.mean(q)),
+            "eval/observed_value_mean": float(np.mean(observed)),
+            "eval/q_bias": float(np.mean(q - observed)),
+        }
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -40,6 +84,8 @@ class EvalResult:
     """Why each episode ended (`actors.spec.END_REASONS`)."""
     tiles_visited_fractions: list[float] = field(default_factory=list)
     """Fraction of the track's tiles each episode visited (NaN for an env without tiles)."""
+    probes: ValueProbes | None = None
+    """Value probes, when `evaluate_policy` was given the discount."""
 
 
 def evaluate_policy(
@@ -49,10 +95,12 @@ def evaluate_policy(
     seed: int,
     video_path: str | Path | None = None,
     env_factory: EnvFactory = make_env,
+    gamma: float | None = None,
 ) -> EvalResult:
     """Run `episodes` episodes of tanh(mean) actions; record the first at full resolution when asked.
 
     The env is `env_factory(env_cfg.for_evaluation())`: training aids never reach evaluation.
+    With the learner's discount `gamma`, the result carries `ValueProbes` for the Q comparison.
     """
     if episodes < 1:
         raise ValueError(f"evaluate_policy needs episodes >= 1, got {episodes}")
@@ -67,7 +115,7 @@ def evaluate_policy(
                 fps = env.spec.fps / eval_cfg.action_repeat
                 video = VideoWriter(Path(video_path), fps=fps)
             try:
-                episodes_run.append(_run_episode(policy, env, episode_seed, video))
+                episodes_run.append(_run_episode(policy, env, episode_seed, video, gamma))
             finally:
                 if video is not None:
                     written = video.close()
@@ -82,6 +130,7 @@ def evaluate_policy(
         written,
         [e.end_reason for e in episodes_run],
         [e.tiles_visited for e in episodes_run],
+        _gather_probes(episodes_run) if gamma is not None else None,
     )
 
 
@@ -91,24 +140,73 @@ class _Episode:
     length: int
     end_reason: str
     tiles_visited: float
+    probes: tuple | None = None
+    """(obs, actions, returns_to_end, tail_discount, end_obs, end_action) of `ValueProbes`."""
 
 
 def _run_episode(
-    policy: Policy, env: EnvPipeline, seed: int, video: VideoWriter | None
+    policy: Policy,
+    env: EnvPipeline,
+    seed: int,
+    video: VideoWriter | None,
+    gamma: float | None = None,
 ) -> _Episode:
     """One episode from `env.reset(seed)`; one full-resolution video frame per agent step."""
     obs = env.reset(seed=seed)
     episode_return, length, result = 0.0, 0, None
+    rewards: list[float] = []
+    probe_obs, probe_actions = [], []
     while True:
         if video is not None:
             video.add(env.render_full())
-        if result is not None and (result.terminated or result.truncated):
-            return _Episode(episode_return, length, end_reason(result), tiles_visited(result))
         action = policy.act(torch.from_numpy(obs[None]), deterministic=True)[0].numpy()
+        if result is not None and (result.terminated or result.truncated):
+            probes = None
+            if gamma is not None:
+                probes = _episode_probes(
+                    probe_obs, probe_actions, rewards, gamma, result.terminated, obs, action
+                )
+            return _Episode(
+                episode_return, length, end_reason(result), tiles_visited(result), probes
+            )
+        if gamma is not None and length % PROBE_EVERY_STEPS == 0:
+            probe_obs.append(obs)
+            probe_actions.append(action)
         result = env.step(action)
         obs = result.obs
         episode_return += result.reward
+        rewards.append(result.reward)
         length += 1
+
+
+def _episode_probes(probe_obs, probe_actions, rewards, gamma, terminated, end_obs, end_action):
+    """Discounted returns from every probe step to the end, and the tail's discount."""
+    to_end = np.zeros(len(rewards) + 1)
+    for t in range(len(rewards) - 1, -1, -1):
+        to_end[t] = rewards[t] + gamma * to_end[t + 1]
+    steps = np.arange(len(probe_obs)) * PROBE_EVERY_STEPS
+    tail = 0.0 if terminated else 1.0
+    return (
+        np.stack(probe_obs),
+        np.stack(probe_actions).astype(np.float32),
+        to_end[steps].astype(np.float32),
+        (tail * gamma ** (len(rewards) - steps)).astype(np.float32),
+        end_obs,
+        end_action.astype(np.float32),
+    )
+
+
+def _gather_probes(episodes: list[_Episode]) -> ValueProbes:
+    parts = [e.probes for e in episodes]
+    return ValueProbes(
+        obs=np.concatenate([p[0] for p in parts]),
+        actions=np.concatenate([p[1] for p in parts]),
+        returns_to_end=np.concatenate([p[2] for p in parts]),
+        tail_discount=np.concatenate([p[3] for p in parts]),
+        end_index=np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]),
+        end_obs=np.stack([p[4] for p in parts]),
+        end_actions=np.stack([p[5] for p in parts]),
+    )
 
 
 class VideoWriter:
@@ -144,6 +242,7 @@ class EvalActor:
         """`spec`: the run's env spec (worked out here from `env_cfg` when not given)."""
         torch.set_num_threads(1)
         self.env_cfg = env_cfg
+        self.gamma = learner_cfg.gamma
         spec = spec or env_spec(env_cfg)
         self.policy = build_policy(spec.obs_shape, spec.action_dim, learner_cfg)
         self.policy.eval().requires_grad_(False)
@@ -153,7 +252,9 @@ class EvalActor:
     ) -> EvalResult:
         """Write the video (if any) on this actor's node."""
         load_policy_state(self.policy, weights)
-        return evaluate_policy(self.policy, self.env_cfg, episodes, seed, video_path)
+        return evaluate_policy(
+            self.policy, self.env_cfg, episodes, seed, video_path, gamma=self.gamma
+        )
 
     def evaluate_with_video(
         self, weights: PolicyWeights, episodes: int, seed: int

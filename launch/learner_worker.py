@@ -14,6 +14,7 @@ import numpy as np
 import ray
 import torch
 
+from actors.evaluate import ValueProbes
 from actors.rollout_actor import RegistryPublisher
 from launch.config import TrainConfig
 from launch.update_loop import UpdateLoop
@@ -79,6 +80,17 @@ class LearnerWorker:
     def policy_weights(self) -> PolicyWeights:
         """The newest published weights (what evaluation uses)."""
         return self.loop.latest
+
+    def value_metrics(self, probes: ValueProbes | None) -> dict[str, float]:
+        """The critic's values on an evaluation's probes against the returns observed there."""
+        if probes is None:
+            return {}
+
+        def q(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+            values = self.learner.q_values(torch.from_numpy(obs), torch.from_numpy(actions))
+            return values.cpu().numpy()
+
+        return probes.metrics(q(probes.obs, probes.actions), q(probes.end_obs, probes.end_actions))
 
     def reconstruction_image(self, count: int = 4) -> np.ndarray | None:
         """uint8 HxWx3 grid: newest frames of sampled observations (top) over their reconstructions (bottom)."""

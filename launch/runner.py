@@ -144,8 +144,10 @@ class Runner:
         result: EvalResult,
         video: tuple[bytes, str] | None = None,
         reconstruction: np.ndarray | None = None,
+        value_metrics: dict[str, float] | None = None,
     ) -> None:
-        """One curve point: the metric row, the curve plot, the video and the reconstruction."""
+        """One curve point: the metric row, the curve plot, the video and the reconstruction;
+        `value_metrics`: the critic against the observed returns (`ValueProbes.metrics`)."""
         if video is not None:
             data, suffix = video
             (self.run.eval_dir / f"eval_{frames:010d}{suffix}").write_bytes(data)
@@ -156,6 +158,7 @@ class Runner:
                 "eval/return_mean": result.mean_return,
                 "eval/return_std": result.std_return,
                 "eval/episode_length_mean": float(np.mean(result.lengths)),
+                **(value_metrics or {}),
             },
         )
         plot_learning_curve(self.curve, self.run.eval_dir / "learning_curve.png")

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from actors.collector import Collector
 from actors.config import EnvConfig
 from actors.env import make_env
@@ -80,6 +82,9 @@ def train_serial(
     if max_seconds is not None:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, max_seconds=max_seconds))
     checkpoint = load_checkpoint(resume) if resume is not None else None
+    # The learner's cores, as in the distributed run. torch's default, one thread per core, makes
+    # every op wait for its slowest thread: beside one busy process on 2 cores that cost 4-10x.
+    torch.set_num_threads(cfg.run.learner_cpus)
     run = RunDir.create(cfg)
     probe = env_factory(cfg.env)
     spec = probe.spec
@@ -151,6 +156,17 @@ def _evaluate(cfg: TrainConfig, runner: Runner, worker: LearnerWorker, policy, e
     load_policy_state(policy, worker.policy_weights())
     video = runner.run.eval_dir / f"eval_{frames:010d}.mp4" if cfg.run.eval_video else None
     result = evaluate_policy(
-        policy, cfg.env, cfg.run.eval_episodes, runner.eval_seed(), video, env_factory=env_factory
+        policy,
+        cfg.env,
+        cfg.run.eval_episodes,
+        runner.eval_seed(),
+        video,
+        env_factory=env_factory,
+        gamma=cfg.learner.gamma,
     )
-    runner.record_eval(frames, result, reconstruction=worker.reconstruction_image())
+    runner.record_eval(
+        frames,
+        result,
+        reconstruction=worker.reconstruction_image(),
+        value_metrics=worker.value_metrics(result.probes),
+    )

@@ -363,16 +363,20 @@ class Driver:
         video = None
         if isinstance(result, tuple):
             result, *video = result
-        self._evaluations[frames] = (result, video)
+        # Asked for now, with the image: both queue on the learner behind its current call.
+        values = self.learner.value_metrics.remote(result.probes)
+        self._evaluations[frames] = (dataclasses.replace(result, probes=None), video, values)
         return self.learner.reconstruction_image.remote()
 
     def _on_reconstruction(self, ref: ray.ObjectRef, frames: int) -> None:
-        result, video = self._evaluations.pop(frames)
+        result, video, values_ref = self._evaluations.pop(frames)
+        image, values = None, None
         try:
             image = ray.get(ref, timeout=self.cfg.run.remote_timeout_s)
+            values = ray.get(values_ref, timeout=self.cfg.run.remote_timeout_s)
         except (RayActorError, RayTaskError, GetTimeoutError):
-            image = None
-        self.runner.record_eval(frames, result, video, image)
+            pass  # a curve point without its image or value metrics
+        self.runner.record_eval(frames, result, video, image, values)
 
     def _check_hung(self, pending: dict) -> None:
         now = time.monotonic()

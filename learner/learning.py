@@ -287,6 +287,15 @@ class SacAeLearner:
         obs = obs.to(self.device)
         return (self.nets.decoder(self.nets.critic.encoder(obs)) + 0.5).clamp(0, 1)
 
+    @torch.no_grad()
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """min(Q1, Q2) for uint8 obs and actions, the value the policy loss and the target use.
+
+        Eager and fp32 like `reconstruct`: evaluation probes must not recompile the update.
+        """
+        q1, q2 = self.nets.critic(obs.to(self.device), actions.to(self.device, torch.float32))
+        return torch.min(q1, q2).squeeze(-1).float()
+
     def state_dict(self) -> dict:
         return {
             "nets": self.nets.state_dict(),

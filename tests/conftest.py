@@ -8,10 +8,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# One torch thread in the test process, as in every actor and (by default) the learner: with one
+# thread per core, each op waits for its slowest thread, and beside a busy process that made
+# the tests 4-10x slower.
+torch.set_num_threads(1)
 # Ray workers inherit the environment of the node that starts them: with tests/ on their path they
 # import the toy env's module the way a user's installed env package would be imported.
 _TESTS = os.path.dirname(os.path.abspath(__file__))

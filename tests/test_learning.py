@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from toy_env import DotReach
 
 from actors.config import ActorConfig, EnvConfig
@@ -56,7 +55,6 @@ def random_return(episodes: int = 50) -> float:
 
 @pytest.mark.slow
 def test_serial_sac_ae_learns_dot_reach(tmp_path):
-    torch.set_num_threads(2)
     assert random_return() < RETURN_THRESHOLD - 4
     result = train_serial(
         toy_config(tmp_path, total_frames=5000), env_factory=DotReach, max_seconds=300

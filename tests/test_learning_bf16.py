@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 from test_learning import RETURN_THRESHOLD, toy_config
 from toy_env import DotReach
 
@@ -18,7 +17,6 @@ from launch.serial import train_serial
 
 @pytest.mark.extended
 def test_serial_sac_ae_learns_dot_reach_in_bf16(tmp_path):
-    torch.set_num_threads(2)
     cfg = toy_config(tmp_path, total_frames=5000)
     cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, precision="bf16"))
     result = train_serial(cfg, env_factory=DotReach, max_seconds=300)

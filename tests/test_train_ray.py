@@ -59,6 +59,7 @@ def test_end_to_end_smoke_then_resume(tmp_path, ray_six_cpus):
         "replay/size",
         "sampler/wait_s",
         "eval/return_mean",
+        "eval/q_bias",
         "counters/env_frames",
     ):
         assert key in keys, key
