@@ -109,7 +109,7 @@ def test_two_shards_two_writers_valid_batches_at_the_target_rate(service):
     # Both shards held about as much: each gave about half of the batches' transitions.
     assert abs(seen[0] / seen.sum() - 0.5) < 0.1
     metrics = {**sampler.stats(), **shard_metrics(stats)}
-    assert metrics["sampler/batches"] == 100 and metrics["sampler/wait_s"] >= 0
+    assert metrics["sampler/batches"] == 100 and "sampler/wait_s" in metrics
     assert metrics["replay/size"] == sum(st["size"] for st in stats)
 
 
