@@ -131,11 +131,13 @@ class _NoOpSink:
         return 0.0
 
 
-def actor_meter(cfg: EnvConfig, seed: int) -> tuple[Throughput, Callable[[], None]]:
+def actor_meter(
+    cfg: EnvConfig, seed: int, precision: str = "auto"
+) -> tuple[Throughput, Callable[[], None]]:
     """A rollout `Collector` as an actor runs it: default networks acting from the first step
     (seed_steps=0), `envs_per_actor` envs, chunks built and dropped by a no-op sink."""
     torch.manual_seed(seed)
-    actor_cfg = ActorConfig()
+    actor_cfg = ActorConfig(precision=precision)
     collector = Collector(cfg, actor_cfg, LearnerConfig(), 0, seed, 0, _NoWeights(), _NoOpSink())
 
     def step() -> tuple[int, bool]:
@@ -162,26 +164,38 @@ def actor_fps(seconds: float, action_repeat: int, seed: int) -> float:
 def env_bench(
     seconds: float = 10.0, action_repeat: int = 4, seed: int = 0, rounds: int = 5
 ) -> dict:
-    """Stock, pipeline and actor (pipeline + policy) env frames/s on one core, each for `seconds`."""
+    """Stock, pipeline and actor (pipeline + policy) env frames/s on one core, each for `seconds`.
+
+    The actor runs twice, acting in fp32 and under bf16 autocast: `actor_fps` is the precision
+    `actor.precision auto` picks (fp32), `actor_bf16_fps` the other, measured in the same rounds.
+    """
     torch.set_num_threads(1)
     cfg = replace(EnvConfig(), action_repeat=action_repeat)
-    stock, close_stock = stock_meter(seed)
-    pipeline, close_pipeline = pipeline_meter(cfg, seed)
-    actor, close_actor = actor_meter(cfg, seed)
-    meters = {"stock": stock, "pipeline": pipeline, "actor": actor}
+    auto = ActorConfig().acting_precision()
+    other = "bf16" if auto == "fp32" else "fp32"
+    meters, closers = {}, []
+    for name, (meter, close) in {
+        "stock": stock_meter(seed),
+        "pipeline": pipeline_meter(cfg, seed),
+        "actor": actor_meter(cfg, seed, auto),
+        f"actor_{other}": actor_meter(cfg, seed, other),
+    }.items():
+        meters[name] = meter
+        closers.append(close)
     try:
         fps = measure_interleaved(meters, seconds, rounds)
     finally:
-        close_stock()
-        close_pipeline()
-        close_actor()
+        for close in closers:
+            close()
     return {
         "action_repeat": action_repeat,
         "stock_fps": round(fps["stock"], 1),
         "pipeline_fps": round(fps["pipeline"], 1),
         "pipeline_speedup": round(fps["pipeline"] / fps["stock"], 2),
+        "actor_precision": auto,
         "actor_fps": round(fps["actor"], 1),
         "actor_speedup": round(fps["actor"] / fps["stock"], 2),
+        f"actor_{other}_fps": round(fps[f"actor_{other}"], 1),
     }
 
 

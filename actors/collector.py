@@ -311,9 +311,9 @@ class Collector:
         self.spec: EnvSpec = self.envs[0].spec
         assert all(env.spec == self.spec for env in self.envs), "one factory, one spec"
         self.policy = build_policy(self.spec.obs_shape, self.spec.action_dim, learner_cfg)
-        # Acting uses the learner's precision choice on this CPU: bf16 autocast where the CPU has
-        # native bf16 (learner.precision auto or bf16), else fp32.
-        self._numerics = resolve_numerics(torch.device("cpu"), learner_cfg.precision, "off")
+        # Acting precision is the actor's own choice (`actor.precision`), not the learner's: what
+        # pays at the learner's batch of 64-128 does not at a batch of 2.
+        self._numerics = resolve_numerics(torch.device("cpu"), actor_cfg.acting_precision(), "off")
         self.policy.eval().requires_grad_(False)
         self.weights_version = 0
         self.totals = CollectStats()

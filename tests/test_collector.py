@@ -202,6 +202,25 @@ def test_versions_stamped_seed_steps_zero_and_switch_mid_run():
         assert torch.equal(value, torch.from_numpy(source.weights.state[name]))
 
 
+@pytest.mark.parametrize(("precision", "bf16"), [("auto", False), ("fp32", False), ("bf16", True)])
+def test_acting_precision_is_the_actors_own_choice(precision, bf16):
+    """`actor.precision` decides, whatever the learner's: auto acts in fp32 (measured faster at a
+    batch of 2); bf16 acting still produces actions inside the bounds."""
+    collector = make_collector(precision=precision)
+    assert collector.actor_cfg.acting_precision() == ("bf16" if bf16 else "fp32")
+    assert collector._numerics.bf16 is bf16
+    collector.weights_source.weights = weights(1)
+    collector.collect(4)
+    collector.close()
+    actions = collector.sink.entries().actions
+    assert actions.size and np.isfinite(actions).all()
+
+
+def test_acting_precision_rejects_unknown_values():
+    with pytest.raises(ValueError, match="actor.precision.*fp16.*auto, fp32, bf16"):
+        ActorConfig(precision="fp16")
+
+
 def test_seed_steps_carry_version_zero_even_with_weights_available():
     sink = SlowSink()
     collector = make_collector(source=FakeSource(weights(5)), sink=sink, seed_steps=8)

@@ -261,6 +261,7 @@ def test_bench_cli_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["action_repeat"] == 2
     assert result["stock_fps"] > 0 and result["pipeline_fps"] > 0
+    assert result["actor_precision"] == "fp32" and result["actor_bf16_fps"] > 0
 
 
 # -- training aids ------------------------------------------------------------------------------
