@@ -175,6 +175,19 @@ def write_index(out_dir: Path) -> Path:
     return index
 
 
+def report_name(base: str, out_dir: Path, runs_dir: Path, seeds: tuple[int, ...]) -> str:
+    """`base`, or `base-2`, `base-3`, ... : a name whose report already exists is taken unless this
+    invocation resumes that report's runs (every seed's run directory exists), so a second run on
+    the same day never overwrites the first one's report."""
+    name, n = base, 1
+    while (out_dir / f"{name}.json").exists() and not all(
+        (runs_dir / f"{name}-seed{seed}").is_dir() for seed in seeds
+    ):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
 def main(argv: list[str] | None = None) -> dict:
     """`sacae bench learning [options] [-- train overrides]`, e.g. `-- --env.skip-zoom`."""
     argv = list(argv or [])
@@ -183,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.preset not in PRESETS:
         raise SystemExit(f"error: --preset {args.preset!r} is unknown: allowed {sorted(PRESETS)}")
     date = time.strftime("%Y-%m-%d")
-    name = "-".join(filter(None, [date, args.preset, args.tag, f"cpu{os.cpu_count()}"]))
+    base = "-".join(filter(None, [date, args.preset, args.tag, f"cpu{os.cpu_count()}"]))
+    name = report_name(base, args.out_dir, args.runs_dir, args.seeds)
     report: dict = {
         "preset": args.preset,
         "machine": machine(),

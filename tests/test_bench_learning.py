@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from launch.bench_learning import RANDOM_POLICY_RETURN, main
+from launch.bench_learning import RANDOM_POLICY_RETURN, main, report_name
 
 
 @pytest.mark.slow
@@ -29,6 +29,20 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     # Run again: the seed's run directory is resumed, not started over.
     again = main([*argv[:5], "1300", *argv[6:]])
     assert again["seeds"]["3"]["eval"]["counters"]["incarnation"] == 1
+
+
+def test_a_new_run_never_overwrites_an_earlier_report(tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    out.mkdir()
+    assert report_name("day-cpu-cpu2", out, runs, (0, 1)) == "day-cpu-cpu2"
+    (out / "day-cpu-cpu2.json").write_text("{}")
+    (runs / "day-cpu-cpu2-seed0").mkdir(parents=True)
+    # Its runs are not all here: a fresh run, under the next free name.
+    assert report_name("day-cpu-cpu2", out, runs, (0, 1)) == "day-cpu-cpu2-2"
+    (out / "day-cpu-cpu2-2.json").write_text("{}")
+    assert report_name("day-cpu-cpu2", out, runs, (0, 1)) == "day-cpu-cpu2-3"
+    # Every seed's run is here: this resumes them and rewrites their report.
+    assert report_name("day-cpu-cpu2", out, runs, (0,)) == "day-cpu-cpu2"
 
 
 @pytest.mark.carracing_learning
