@@ -10,7 +10,7 @@ import torch
 from test_learner import TINY, make_batch
 
 from launch.update_loop import UpdateLoop
-from learner.augment import random_shift, shift_by_copies, shift_by_gather
+from learner.augment import random_shift
 from learner.learning import SacAeLearner
 from learner.transfer import HostToDevice
 
@@ -46,17 +46,6 @@ def test_random_shift_is_a_clamped_per_sample_shift_within_pad(shape):
     assert torch.equal(out, expected.double())
     if b >= 64:  # samples get their own shifts (81 possible): not all equal
         assert len(set(zip(dy.tolist(), dx.tolist(), strict=True))) > 10
-
-
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_random_shift_by_copies_equals_the_gather(memory_format):
-    """The CPU path (window copies of a padded batch) and the device path (one gather) agree
-    exactly on the same shifts, the largest ones included."""
-    obs = torch.randint(0, 256, (32, 9, 21, 17), dtype=torch.uint8)
-    obs = obs.contiguous(memory_format=memory_format)
-    shifts = torch.randint(-4, 5, (32, 2))
-    shifts[:4] = torch.tensor([[-4, -4], [4, 4], [-4, 4], [0, 0]])
-    assert torch.equal(shift_by_copies(obs, shifts, 4), shift_by_gather(obs, shifts))
 
 
 def test_random_shift_keeps_uint8_and_off_is_identity():
