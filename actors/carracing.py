@@ -24,7 +24,6 @@ from actors.spec import (
     TIME_LIMIT,
     EnvSpec,
     StepResult,
-    map_action,
 )
 from common.validation import require
 
@@ -39,6 +38,8 @@ ACTION_NAMES = ("steer", "gas", "brake")
 ACTION_LOW = (-1.0, 0.0, 0.0)
 ACTION_HIGH = (1.0, 1.0, 1.0)
 """The env's Box: the policy's [-1, 1]^3 is mapped affinely onto it (`map_action`)."""
+PEDAL = (ACTION_NAMES.index("gas"), ACTION_NAMES.index("brake"))
+"""With `env.action_map = "pedal"` one policy axis drives gas (> 0) and brake (< 0)."""
 ZOOM_FRAMES = CARRACING_FPS
 """The camera zooms in over the first second (zoom = f(t) for t < 1 s); `reset()` has run one frame,
 so 50 more frames put t past 1 s and the camera at its final zoom."""
@@ -62,12 +63,14 @@ def carracing_spec(cfg: EnvConfig) -> EnvSpec:
         action_high=ACTION_HIGH,
         action_names=ACTION_NAMES,
         fps=float(CARRACING_FPS),
+        pedal=PEDAL if cfg.action_map == "pedal" else None,
     )
 
 
 class CarRacingPipeline:
-    """CarRacing with policy actions in [-1, 1]^3, action repeat, cropped channels-first frames
-    and a frame stack; the training aids of `EnvConfig` when they are switched on."""
+    """CarRacing with policy actions in [-1, 1]^action_dim (`env.action_map`), action repeat,
+    cropped channels-first frames and a frame stack; the training aids of `EnvConfig` when they
+    are switched on."""
 
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg = cfg
@@ -142,7 +145,7 @@ class CarRacingPipeline:
         """Repeat the mapped action up to `action_repeat` frames; stop at an episode end."""
         if self._episode_over:
             raise RuntimeError("CarRacingPipeline.step() after the episode ended: call reset()")
-        env_action = map_action(action, self._low, self._high)
+        env_action = self.spec.to_env_action(action)
         # The frames and rewards of a skipped zoom belong to the first step (0 otherwise).
         reward, frames = self._reset_reward, self._reset_frames
         self._reset_frames, self._reset_reward = 0, 0.0

@@ -23,7 +23,7 @@ import torch
 
 from actors.config import ActorConfig, EnvConfig
 from actors.env import EnvFactory, make_env
-from actors.spec import EnvSpec, StepResult, end_reason, map_action, tiles_visited
+from actors.spec import EnvSpec, StepResult, end_reason, tiles_visited
 from learner.config import LearnerConfig, require
 from learner.networks import build_policy
 from learner.precision import resolve_numerics
@@ -343,7 +343,7 @@ class Collector:
         assert not self._closed, "collect() after close()"
         start = time.perf_counter()
         deadline = start + max_seconds if max_seconds is not None else float("inf")
-        counters = _Counters(self.spec.action_dim)
+        counters = _Counters(self.spec.env_action_dim)
         if not self._started:
             for slot in range(self.num_envs):
                 self._reset(slot, seed=self.seeds.env_seeds[slot])
@@ -403,7 +403,7 @@ class Collector:
 
     def _tally_actions(self, actions: np.ndarray, counters: _Counters) -> None:
         """Action statistics in env units: sums per action, and gas and brake pressed together."""
-        env_actions = map_action(actions, self.spec.action_low, self.spec.action_high)
+        env_actions = self.spec.to_env_action(actions)
         counters.action_sums += env_actions.sum(axis=0, dtype=np.float64)
         if self._pedals is not None:
             gas, brake = env_actions[:, self._pedals[0]], env_actions[:, self._pedals[1]]

@@ -33,6 +33,8 @@ class EnvConfig:
     """Training aid: end a training episode after this many agent steps without a new track tile, as a truncation (bootstraps); 0 = off (the recipe). Never applied in evaluation."""
     skip_zoom: bool = False
     """Training aid: stand still through the 50-frame camera zoom-in inside reset(); those frames count as env frames of the episode's first step. Never applied in evaluation."""
+    action_map: Literal["affine", "pedal"] = "affine"
+    """How the policy's [-1, 1] actions become the env's: affine = one axis per env action mapped onto its Box (the recipe); pedal = steer and one signed axis for gas (> 0) or brake (< 0), never both (CarRacing). Part of the policy, so evaluation uses it too."""
 
     def __post_init__(self) -> None:
         require(self.action_repeat >= 1, "env.action_repeat", self.action_repeat, ">= 1")
@@ -44,6 +46,12 @@ class EnvConfig:
             "env.crop",
             self.crop,
             "0 <= top < bottom and 0 <= left < right",
+        )
+        require(
+            self.action_map in ACTION_MAPS,
+            "env.action_map",
+            self.action_map,
+            f"one of {', '.join(ACTION_MAPS)}",
         )
         require(
             self.no_progress_steps >= 0,
@@ -132,3 +140,4 @@ class ActorConfig:
 
 
 ACTING_PRECISIONS = ("auto", "fp32", "bf16")
+ACTION_MAPS = ("affine", "pedal")

@@ -105,6 +105,12 @@ def env_spec(cfg: EnvConfig) -> EnvSpec:
                 spec = probe.spec
             finally:
                 probe.close()
+        require(
+            cfg.action_map != "pedal" or spec.pedal is not None,
+            "env.action_map",
+            cfg.action_map,
+            f"'affine': {cfg.env_id!r} has no gas and brake actions for a pedal axis",
+        )
         _SPECS[cfg] = spec
     return spec
 

@@ -53,17 +53,48 @@ class EnvSpec:
     fps: float
     """Env frames per second of simulated time; a video with one frame per agent step plays at
     fps / action_repeat."""
+    pedal: tuple[int, int] | None = None
+    """(gas, brake): env actions, both with a lower bound of 0, that one signed policy axis drives
+    (`env.action_map = "pedal"`): its positive part is gas, its negative part brake, so the two are
+    never pressed together and the axis' neutral point presses neither. None: one policy axis per
+    env action, mapped affinely."""
     obs_shape: tuple[int, int, int] = field(init=False)
     """uint8 (C * frame_stack, H, W): what the policy and the learner see."""
     action_dim: int = field(init=False)
+    """Policy actions: one per env action, one fewer with a pedal axis."""
 
     def __post_init__(self) -> None:
         c, h, w = self.frame_shape
         dim = len(self.action_low)
         assert len(self.action_high) == dim == len(self.action_names), "one bound/name per action"
         assert self.frame_stack >= 1 and min(c, h, w) >= 1, (self.frame_shape, self.frame_stack)
+        if self.pedal is not None:
+            gas, brake = self.pedal
+            assert gas != brake and self.action_low[gas] == self.action_low[brake] == 0, self.pedal
         object.__setattr__(self, "obs_shape", (c * self.frame_stack, h, w))
-        object.__setattr__(self, "action_dim", dim)
+        object.__setattr__(self, "action_dim", dim - (self.pedal is not None))
+
+    @property
+    def env_action_dim(self) -> int:
+        """Actions of the env itself (`action_names`), which metrics report in env units."""
+        return len(self.action_low)
+
+    def to_env_action(self, action: np.ndarray) -> np.ndarray:
+        """Policy actions in [-1, 1]^action_dim (shape [..., action_dim]) in env units, float32
+        [..., env_action_dim]: affinely onto [action_low, action_high] (`map_action`), and with a
+        pedal axis, in the gas action's place, split into gas (its positive part) and brake."""
+        if self.pedal is None:
+            return map_action(action, self.action_low, self.action_high)
+        gas, brake = self.pedal
+        axes = [i for i in range(self.env_action_dim) if i != brake]  # policy axes, in env order
+        a = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+        low, high = np.asarray(self.action_low), np.asarray(self.action_high)
+        out = np.zeros((*a.shape[:-1], self.env_action_dim), np.float32)
+        out[..., axes] = map_action(a, low[axes], high[axes])
+        push = a[..., axes.index(gas)]
+        out[..., gas] = np.maximum(push, 0.0) * high[gas]
+        out[..., brake] = np.maximum(-push, 0.0) * high[brake]
+        return out
 
 
 def map_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -198,7 +198,7 @@ def carracing_cpu() -> TrainConfig:
     are listed in docs/deviations.md.
     """
     return TrainConfig(
-        env=EnvConfig(no_progress_steps=25, skip_zoom=True),
+        env=EnvConfig(no_progress_steps=25, skip_zoom=True, action_map="pedal"),
         actor=ActorConfig(envs_per_actor=2, seed_steps=1000),
         replay=ReplayConfig(capacity=100_000, min_size=1000),
         learner=LearnerConfig(batch_size=64, num_filters=16, hidden_dim=512, augment_shift=4),

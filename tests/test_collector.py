@@ -52,7 +52,7 @@ class FakeEnv:
         return self._stack.copy()
 
     def step(self, action: np.ndarray) -> StepResult:
-        assert action.shape == (3,) and np.all(np.abs(action) <= 1.0)
+        assert action.shape == (self.spec.action_dim,) and np.all(np.abs(action) <= 1.0)
         self._t += 1
         c = self.frame_shape[0]
         self._stack = np.concatenate([self._stack[c:], self._frame()])
@@ -444,6 +444,28 @@ def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
     assert row["actors/gas_brake_overlap_fraction"] == pytest.approx(both.mean())
     assert sum(row[f"actors/end_{r}_fraction"] for r in END_REASONS) == pytest.approx(1.0)
     assert "actors/tiles_visited_fraction" not in row  # no env reported tiles
+
+
+def test_pedal_actions_are_shipped_as_policy_actions_and_tallied_in_env_units():
+    """With a pedal axis the replay holds the policy's 2-D actions; the diagnostics report gas and
+    brake in env units, and the two are never pressed together."""
+    env_cfg = EnvConfig(crop=(0, 16, 0, 16), action_map="pedal")
+    sink = SlowSink()
+    collector = make_collector(env_cfg=env_cfg, sink=sink, seed_steps=20)
+    stats = collector.collect(40)
+    collector.close()
+    policy_actions = sink.entries().actions[~sink.entries().first]
+    assert policy_actions.shape == (40, 2)
+    pedal = policy_actions[:, 1]
+    np.testing.assert_allclose(
+        stats.action_sums,
+        [policy_actions[:, 0].sum(), pedal.clip(0, None).sum(), (-pedal).clip(0, None).sum()],
+        rtol=1e-5,
+    )
+    assert stats.gas_brake_overlap_steps == 0
+    row = diagnostic_metrics(stats, collector.spec)
+    assert row["actors/gas_mean"] > 0 and row["actors/brake_mean"] > 0  # uniform seed steps
+    assert row["actors/gas_brake_overlap_fraction"] == 0.0
 
 
 def test_merged_keeps_the_last_episodes_and_adds_action_sums():

@@ -19,6 +19,7 @@ import pytest
 
 from actors.carracing import ZOOM_FRAMES, CarRacingPipeline
 from actors.config import EnvConfig
+from actors.env import env_spec as make_env_spec
 from actors.env import make_env
 from actors.spec import (
     INFO_END_REASON,
@@ -384,3 +385,61 @@ def test_training_aids_are_validated() -> None:
     cfg = EnvConfig(no_progress_steps=10, skip_zoom=True).for_evaluation()
     assert cfg.no_progress_steps == 0 and not cfg.skip_zoom
     assert cfg == EnvConfig()
+
+
+def test_pedal_axis_is_gas_or_brake_never_both() -> None:
+    """`env.action_map = "pedal"`: steer as before, one signed axis for gas (> 0) or brake (< 0)."""
+    spec = make_env_spec(EnvConfig(action_map="pedal"))
+    assert spec.action_dim == 2 and spec.env_action_dim == 3
+    cases = {
+        (0.0, 0.0): (0.0, 0.0, 0.0),  # the neutral point presses neither pedal
+        (0.5, 0.25): (0.5, 0.25, 0.0),
+        (-1.0, -0.75): (-1.0, 0.0, 0.75),
+        (3.0, -7.0): (1.0, 0.0, 1.0),  # clipped to [-1, 1] first
+    }
+    for policy, env_units in cases.items():
+        np.testing.assert_array_equal(spec.to_env_action(np.array(policy)), env_units)
+    batch = np.random.default_rng(0).uniform(-1, 1, (500, 2)).astype(np.float32)
+    mapped = spec.to_env_action(batch)
+    assert mapped.shape == (500, 3) and mapped.dtype == np.float32
+    assert not np.any((mapped[:, 1] > 0) & (mapped[:, 2] > 0))
+    np.testing.assert_array_equal(mapped[:, 1] - mapped[:, 2], batch[:, 1])
+    # The recipe's mapping is unchanged: three axes, affine.
+    affine = make_env_spec(EnvConfig())
+    assert affine.action_dim == 3 and affine.pedal is None
+    np.testing.assert_array_equal(affine.to_env_action(np.zeros(3)), [0.0, 0.5, 0.5])
+
+
+def test_pedal_pipeline_steps_stock_carracing_with_the_mapped_actions() -> None:
+    """The env stays stock: the pedal pipeline equals stock CarRacing-v3 stepped with
+    `to_env_action` of each 2-D policy action, frame and reward for frame and reward."""
+    cfg = EnvConfig(action_map="pedal")
+    env = make_env(cfg)
+    stock = gym.make("CarRacing-v3")
+    try:
+        rng = np.random.default_rng(11)
+        obs = env.reset(seed=4)
+        frame, _ = stock.reset(seed=4)
+        top, bottom, left, right = cfg.crop
+        np.testing.assert_array_equal(obs[-3:], frame[top:bottom, left:right].transpose(2, 0, 1))
+        for step in range(60):
+            action = rng.uniform(-1, 1, 2).astype(np.float32)
+            result = env.step(action)
+            reward = 0.0
+            for _ in range(cfg.action_repeat):
+                frame, r, term, trunc, _ = stock.step(env.spec.to_env_action(action))
+                reward += float(r)
+            crop = frame[top:bottom, left:right].transpose(2, 0, 1)
+            assert np.array_equal(result.obs[-3:], crop), f"obs differs at agent step {step}"
+            assert result.reward == reward and result.terminated == term, step
+            if term:
+                break
+    finally:
+        env.close()
+        stock.close()
+
+
+def test_action_map_is_validated() -> None:
+    with pytest.raises(ConfigError, match="env.action_map"):
+        EnvConfig(action_map="throttle")
+    assert EnvConfig(action_map="pedal").for_evaluation().action_map == "pedal"  # the policy's

@@ -142,3 +142,9 @@ def test_serial_mode_runs_the_toy_selected_by_its_id(tmp_path):
     result = train_serial(cfg)
     assert result.env_frames >= 200 and result.updates > 100
     assert len(result.eval_returns) == 2
+
+
+def test_pedal_map_needs_an_env_with_gas_and_brake():
+    cfg = EnvConfig(env_id=TOY_ENV_ID, crop=(0, 16, 0, 16), action_map="pedal")
+    with pytest.raises(ConfigError, match="env.action_map.*no gas and brake"):
+        env_spec(cfg)
