@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learner.config import LearnerConfig
-from learner.precision import compute_dtype, full_precision
+from learner.precision import compute_dtype, full, full_precision
 
 
 def conv_output_sizes(height: int, width: int, num_layers: int) -> list[tuple[int, int]]:
@@ -92,7 +92,7 @@ class Encoder(nn.Module):
     def head(self, conv_features: torch.Tensor) -> torch.Tensor:
         h = self.fc(conv_features)  # bf16 under autocast: a 39200 x 50 matmul
         with full_precision(h):
-            return torch.tanh(self.ln(h.float()))
+            return torch.tanh(self.ln(full(h)))
 
     def forward(self, obs: torch.Tensor, detach_trunk: bool = False) -> torch.Tensor:
         h = self.trunk(obs)
@@ -127,7 +127,7 @@ class Decoder(nn.Module):
         h = F.relu(self.fc(z), inplace=True).view(-1, *self.start_shape)
         for deconv in self.deconvs[:-1]:
             h = F.relu(deconv(h), inplace=True)
-        return self.deconvs[-1](h).float()
+        return full(self.deconvs[-1](h))
 
 
 def mlp(input_dim: int, hidden_dim: int, output_dim: int) -> nn.Sequential:
@@ -164,7 +164,7 @@ class Policy(nn.Module):
         Always fp32: log_pi of a tanh-squashed sample needs 1 - tanh(u)^2 near 0, which bf16 loses.
         """
         with full_precision(z):
-            return self._from_latent(z.float(), sample)
+            return self._from_latent(full(z), sample)
 
     def _from_latent(self, z: torch.Tensor, sample: bool):
         mu, log_std = self.trunk(z).chunk(2, dim=-1)
@@ -200,7 +200,7 @@ class QFunction(nn.Module):
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         # Always fp32: near Q = 300, bf16 steps are 1-2 units, as large as a step's reward.
         with full_precision(z):
-            return self.net(torch.cat([z.float(), action.float()], dim=-1))
+            return self.net(torch.cat([full(z), full(action)], dim=-1))
 
 
 class Critic(nn.Module):

@@ -132,7 +132,7 @@ def inference_autocast(device: str | torch.device = "cpu") -> contextlib.Abstrac
 
 def compute_dtype(device_type: str) -> torch.dtype:
     """The dtype autocast computes convs in right now on `device_type`: bf16 inside the learner's
-    autocast region, else fp32."""
+    autocast region, else the default float dtype (fp32; the same-math test runs in float64)."""
     try:
         enabled = torch.is_autocast_enabled(device_type)
         dtype = torch.get_autocast_dtype(device_type)
@@ -141,7 +141,13 @@ def compute_dtype(device_type: str) -> torch.dtype:
             enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
         else:
             enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
-    return dtype if enabled else torch.float32
+    return dtype if enabled else torch.get_default_dtype()
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in the default float dtype: bf16 activations back to fp32 where bf16 would hurt
+    (float64 throughout in the same-math test, tests/test_learner.py)."""
+    return tensor.to(torch.get_default_dtype())
 
 
 def full_precision(tensor: torch.Tensor) -> torch.autocast:

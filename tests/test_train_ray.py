@@ -48,8 +48,14 @@ def test_end_to_end_smoke_then_resume(tmp_path, ray_six_cpus):
     driver.close()
     run_dir = tmp_path / "run"
     assert counters.env_frames >= 1200 and counters.env_steps * 4 >= counters.env_frames
-    assert counters.updates >= 150, f"only {counters.updates} updates ran"
     rows = read_metrics(run_dir)
+    # Updates ran in proportion to the data (1 per agent step): the rate limiter holds actors
+    # that run ahead, so the updates trail the stored transitions past min_size by no more than
+    # the shards' tolerance and the batches in the sampler and transfer pipeline (exactly: in
+    # tests/test_replay.py). Half is a floor that a learner which stalled or ran a few updates
+    # misses, and that does not depend on how the 2 cores were shared.
+    stored = [row["replay/size"] for row in rows if "replay/size" in row][-1]
+    assert counters.updates >= (stored - cfg.replay.min_size) / 2 > 50, (counters, stored)
     keys = set().union(*rows)
     for key in (
         "learner/critic_loss",
