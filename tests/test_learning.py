@@ -2,8 +2,9 @@
 
 A random policy scores about 0 per episode (it wanders), and so does a policy whose gradient path is
 broken (with the action detached from the critic in the policy loss, checked by hand: -0.07 after
-4000 frames); a working SAC-AE heads for the target and scores about 10 times the initial distance
-(6.9 after 5000 frames, about 55 s on one contended core).
+4000 frames); a working SAC-AE heads for the target and scores about 10 times the initial distance:
+after 4000 frames (3504 updates) 6.74, 7.24 and 6.60 for run seeds 0, 1 and 2 (2026-12-02, a 2-core
+AVX2 EPYC, 150-166 s each; 5000 frames gave 6.9 before and cost a quarter more of the suite).
 """
 
 from __future__ import annotations
@@ -53,12 +54,18 @@ def random_return(episodes: int = 50) -> float:
     return total / episodes
 
 
+HANG_GUARD_S = 1500
+"""A run that takes this long has hung: the test's 3500 updates take about 160 s on a 2-core AVX2
+EPYC (a 2-core Xeon with AMX is about 3x faster). Its pass must depend on the updates, not the machine."""
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(HANG_GUARD_S + 300)
 def test_serial_sac_ae_learns_dot_reach(tmp_path):
     assert random_return() < RETURN_THRESHOLD - 4
     result = train_serial(
-        toy_config(tmp_path, total_frames=5000), env_factory=DotReach, max_seconds=300
+        toy_config(tmp_path, total_frames=4000), env_factory=DotReach, max_seconds=HANG_GUARD_S
     )
-    assert result.updates >= 4000, f"only {result.updates} updates ran"
+    assert result.updates >= 3500, f"only {result.updates} updates ran"
     assert result.eval_returns, "no evaluation ran"
     assert result.eval_returns[-1] > RETURN_THRESHOLD, f"eval return {result.eval_returns[-1]:.2f}"
