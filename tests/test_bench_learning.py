@@ -12,9 +12,10 @@ from launch.bench_learning import RANDOM_POLICY_RETURN, main, report_name
 @pytest.mark.slow
 def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     argv = [
-        "--preset", "smoke", "--seeds", "3", "--frames", "1100", "--serial",
+        "--preset", "smoke", "--seeds", "3", "--frames", "300", "--serial",
         "--eval-episodes", "1", "--runs-dir", str(tmp_path / "runs"),
         "--out-dir", str(tmp_path / "out"), "--", "--run.no-progress-bar",
+        "--run.eval-every-frames", "200",
     ]  # fmt: skip
     report = main(argv)
     (path,) = (tmp_path / "out").glob("*-smoke-cpu*.json")
@@ -22,12 +23,12 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     seed = report["seeds"]["3"]
     assert seed["eval"]["episodes"] == 1 and len(seed["eval"]["returns"]) == 1
     assert seed["eval"]["min"] <= seed["eval"]["mean"] <= seed["eval"]["max"]
-    assert seed["eval"]["counters"]["env_frames"] >= 1100 and seed["curve"]  # eval at 1000
+    assert seed["eval"]["counters"]["env_frames"] >= 300 and seed["curve"]  # eval at 200
     assert report["config"]["run"]["seed"] == 3 and report["mode"] == "serial"
     assert path.with_suffix(".png").stat().st_size > 0
     assert path.stem in (tmp_path / "out" / "README.md").read_text()
     # Run again: the seed's run directory is resumed, not started over.
-    again = main([*argv[:5], "1300", *argv[6:]])
+    again = main([*argv[:5], "400", *argv[6:]])
     assert again["seeds"]["3"]["eval"]["counters"]["incarnation"] == 1
 
 
