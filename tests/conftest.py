@@ -25,6 +25,18 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for `pytest -n 2 --dist loadgroup` (pyproject's addopts): every Ray test in one
+    group, so that one worker runs them one after another (never two Ray instances at once, and
+    the fault tests' busy machine stays what they expect); every other module in a group of its
+    own, so that its module fixtures (the stock CarRacing rollouts) are built once. The 2 cores
+    were idle much of a serial run: the Ray tests wait on process starts and restarts while the
+    single-threaded learning test could run beside them."""
+    for item in items:
+        group = "ray" if item.get_closest_marker("ray") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A local Ray instance on 127.0.0.1 with 4 logical CPUs, shut down after the module."""
