@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from learner.precision import full
+
 
 def td_target(
     reward: torch.Tensor,
@@ -50,7 +52,7 @@ def reconstruction_target(obs: torch.Tensor, bits: int = 5) -> torch.Tensor:
     # floor(obs / 2^(8-bits)) as a shift on the integers, then one fused pass. Dividing by a power
     # of two commutes with rounding, so this equals floor(obs/8)/32 + noise/32 - 0.5 bit for bit
     # (tests/test_learner.py checks it), at about half the time of the float version.
-    x = torch.bitwise_right_shift(obs, 8 - bits).to(torch.get_default_dtype())
+    x = full(torch.bitwise_right_shift(obs, 8 - bits))
     return (x + torch.rand_like(x)).div_(bins).sub_(0.5)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from learner.precision import full
 from replay.types import SampledBatch
 
 HOST_BUFFERS = 3
@@ -134,11 +135,10 @@ class HostToDevice:
         if slot is not None and self._fence is not None:
             slot.fence = self._fence()
         stack = frames.shape[1] - 1  # frames [B, S+1, C, H, W] uint8
-        real = torch.get_default_dtype()  # fp32; float64 in the same-math test
         return DeviceBatch(
             obs=frames[:, :stack].flatten(1, 2),
             next_obs=frames[:, 1:].flatten(1, 2),
-            actions=actions.to(real),
-            rewards=rewards.to(real).unsqueeze(-1),
-            terminated=terminated.to(real).unsqueeze(-1),
+            actions=full(actions),
+            rewards=full(rewards).unsqueeze(-1),
+            terminated=full(terminated).unsqueeze(-1),
         )
