@@ -25,7 +25,7 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     assert seed["eval"]["min"] <= seed["eval"]["mean"] <= seed["eval"]["max"]
     assert seed["eval"]["counters"]["env_frames"] >= 300 and seed["curve"]  # eval at 200
     assert report["config"]["run"]["seed"] == 3 and report["mode"] == "serial"
-    assert path.with_suffix(".png").stat().st_size > 0
+    assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG was written
     assert path.stem in (tmp_path / "out" / "README.md").read_text()
     # Run again: the seed's run directory is resumed, not started over.
     again = main([*argv[:5], "400", *argv[6:]])

@@ -80,7 +80,9 @@ def test_rollout_actor_ships_chunks_and_picks_up_new_weights(ray_local):
 
     totals = ray.get(actor.stats.remote(), timeout=TIMEOUT_S)
     assert totals.agent_steps % 20 == 0 and totals.env_frames == 4 * totals.agent_steps
-    assert totals.chunks_sent == totals.agent_steps // 2 // 5 and totals.frames_per_s > 0
+    assert totals.chunks_sent == totals.agent_steps // 2 // 5
+    # The rate is the counted frames over the collect time (not a speed the machine must reach).
+    assert totals.frames_per_s == totals.env_frames / totals.wall_s
     chunks = ray.get(shard.summary.remote(), timeout=TIMEOUT_S)
     assert len(chunks) == totals.chunks_sent
     assert all(transitions == 5 * 2 for _, transitions, _ in chunks)
