@@ -16,6 +16,10 @@ sampling every other shard, and their rate limiters then stop every other actor:
 stalls the whole run until its replacement writes again. Each shard's samples per insert still
 holds (its limiter decides), so the run's ratio holds too; only while a shard is starved is the
 draw no longer exactly uniform over all stored transitions.
+
+When the run ends, the driver releases the shards: a shard that then cannot give its part (still
+below its minimum size, or nothing sampleable) says so, and `next_batch` returns None, which ends
+the learner's last call instead of waiting for transitions that will never come.
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ def split_batch(rng: np.random.Generator, batch_size: int, sizes: np.ndarray) ->
     total = sizes.sum()
     p = sizes / total if total > 0 else np.full(len(sizes), 1.0 / len(sizes))
     return rng.multinomial(batch_size, p)
+
+
+class _Released(Exception):
+    """A released shard answered without a batch: no batch will come (see the module doc)."""
 
 
 def _raise_if_fatal(shard: int, err: Exception) -> None:
@@ -178,7 +186,7 @@ class ReplaySampler:
         deadline = time.monotonic() + self.hang_timeout_s
         while True:
             try:
-                batch, size, sampleable = ray.get(
+                batch, size, sampleable, released = ray.get(
                     part.ref, timeout=self.sample_timeout_s + _REPLY_GRACE_S
                 )
             except GetTimeoutError:
@@ -203,6 +211,8 @@ class ReplaySampler:
                 self._sizes[part.shard], self._sampleable[part.shard] = size, sampleable
                 if batch is not None:
                     return [batch]
+                if released:
+                    raise _Released
                 self._sampleable[part.shard] = False
                 others = self._others_sampleable(part.shard)
                 if others.any():
@@ -237,8 +247,9 @@ class ReplaySampler:
 
     # ---- the learner's calls -----------------------------------------------------------------
 
-    def next_batch(self, out: SampledBatch | None = None) -> SampledBatch:
-        """The next batch, one contiguous uint8 frames array [B, S + 1, C, H, W].
+    def next_batch(self, out: SampledBatch | None = None) -> SampledBatch | None:
+        """The next batch, one contiguous uint8 frames array [B, S + 1, C, H, W]; None once the
+        shards were released and cannot give one (the run is over).
 
         Parts are copied once, from the object store into `out` (e.g. pinned host buffers the
         learner reuses) or into freshly allocated arrays.
@@ -250,7 +261,11 @@ class ReplaySampler:
         request = self._pending.popleft()
         self._submit()  # keep `prefetch` requests in flight while this one is collected
         start = time.monotonic()
-        parts = [batch for part in request if part.n for batch in self._collect(part)]
+        try:
+            parts = [batch for part in request if part.n for batch in self._collect(part)]
+        except _Released:
+            self._wait_s += time.monotonic() - start
+            return None
         for part in request:
             if not part.n:
                 self._probe(part)

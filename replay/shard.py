@@ -206,15 +206,24 @@ class ReplayShard:
                 self.limiter.record_sample(n)
                 self._cond.notify_all()
             self._sample_wait_s += time.monotonic() - start
-            return SampleReply(batch, self.storage.num_transitions, self._may_sample(1))
+            return SampleReply(
+                batch, self.storage.num_transitions, self._may_sample(1), self._released
+            )
+
+    def _reached_min_size(self) -> bool:
+        return self.limiter.inserts >= self.limiter.min_size
 
     def _may_sample(self, n: int) -> bool:
-        return self._released or self.limiter.can_sample(n)
+        # Released: the rate no longer binds, but the minimum size still does; a run stopped
+        # before its replay filled up ends without training on a handful of transitions.
+        return self.limiter.can_sample(n) or (self._released and self._reached_min_size())
 
     def release(self) -> None:
         """The writers have stopped for good (the run reached its budget): sampling no longer
-        waits for inserts. Without this the learner's last call would wait for transitions that
-        never come, and the final checkpoint behind it until `replay.hang_timeout_s`."""
+        waits for inserts, and a shard still below its minimum size answers at once without a
+        batch (`SampleReply.released`). Without this the learner's last call would wait for
+        transitions that never come, and the final checkpoint behind it until
+        `replay.hang_timeout_s`."""
         with self._cond:
             self._released = True
             self._cond.notify_all()
@@ -230,12 +239,13 @@ class ReplayShard:
             return self.storage.num_transitions
 
     def status(self) -> tuple[int, bool, bool]:
-        """Transitions stored, whether the shard reached its minimum size for sampling, and
-        whether its rate limiter lets the learner sample now."""
+        """Transitions stored, whether the learner may stop waiting for this shard's minimum size
+        (reached, or the shard was released: no more will come), and whether its rate limiter
+        lets the learner sample now."""
         with self._cond:
             return (
                 self.storage.num_transitions,
-                self.limiter.inserts >= self.limiter.min_size,
+                self._released or self._reached_min_size(),
                 self.limiter.can_sample(1),
             )
 
@@ -266,7 +276,7 @@ class ReplayShard:
                 "limiter_inserts": self.limiter.inserts,
                 "limiter_samples": self.limiter.samples,
                 "rate_diff": self.limiter.diff,
-                "ready": self.limiter.inserts >= self.limiter.min_size,
+                "ready": self._reached_min_size(),
                 "snapshots_saved": self._snapshots_saved,
                 "restored_from": self.restored_from,
                 "restored_state": self.restored_state,

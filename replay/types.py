@@ -63,3 +63,5 @@ class SampleReply(NamedTuple):
     """Transitions stored in the shard."""
     sampleable: bool
     """Whether the shard's rate limiter lets the learner take more now (False: it waits for inserts)."""
+    released: bool = False
+    """The run's writers stopped for good (`ReplayShard.release`): a reply without a batch is final."""

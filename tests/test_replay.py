@@ -281,7 +281,7 @@ def run_chunk(stream: int, t0: int, n: int, episode: int = 0) -> TransitionChunk
 
 def test_shard_insert_and_sample_unblock_each_other():
     shard = small_shard()  # min_size 20, spi 8, error buffer 4 steps = 32 samples
-    assert shard.sample(8, timeout_s=0.05) == (None, 0, False)  # empty: times out
+    assert shard.sample(8, timeout_s=0.05) == (None, 0, False, False)  # empty: times out
     result = {}
     waiter = threading.Thread(target=lambda: result.update(out=shard.sample(8, timeout_s=10.0)))
     waiter.start()
@@ -327,6 +327,21 @@ def test_released_shard_serves_the_learner_without_waiting_for_writers():
     empty = small_shard()
     empty.release()
     assert empty.sample(8, timeout_s=3600.0).batch is None
+
+
+def test_a_shard_released_below_its_minimum_size_ends_the_learners_wait_without_a_batch():
+    """A run stopped (time budget) before its replay filled up: the learner waiting for the
+    minimum size must be let go, and must not train on the few transitions there are."""
+    shard = small_shard()  # min_size 20
+    shard.insert(run_chunk(0, 0, 10))
+    size, may_stop_waiting, _ = shard.status()
+    assert size > 0 and not may_stop_waiting
+    assert shard.sample(8, timeout_s=0.0) == (None, size, False, False)
+    shard.release()
+    assert shard.status()[1]  # the learner's wait for the minimum size ends
+    reply = shard.sample(8, timeout_s=3600.0)  # answers at once
+    assert reply.batch is None and reply.released and not reply.sampleable
+    assert shard.stats()["samples"] == 0 and not shard.stats()["ready"]
 
 
 @pytest.mark.parametrize("writers", [1, 3])

@@ -147,3 +147,20 @@ def test_a_starved_shard_does_not_stall_the_learner(ray_local):
     for shard in shards:
         ray_local.kill(shard)
     ray_local.cancel(writer, force=True)
+
+
+def test_the_sampler_ends_when_shards_are_released_below_their_minimum_size(ray_local):
+    """`sacae train` stopped by `run.max_seconds` before the replay reached `replay.min_size`:
+    the learner's call waiting for data ends (no batch) once the driver releases the shards,
+    so the final checkpoint behind it is written. Before, it waited `replay.hang_timeout_s`."""
+    shards = create_shards(CFG, FRAME_SHAPE, ACTION_DIM, STACK, SPI, seed=2)
+    remote_write = ray_local.remote(num_cpus=0)(write)
+    ray_local.get(remote_write.remote(shards[0], [70], 10, seed=7), timeout=60)  # below 20
+    sampler = ReplaySampler(shards, BATCH, CFG.prefetch, 60.0, hang_timeout_s=3600)
+    ray_local.get([s.release.remote() for s in shards], timeout=30)
+    assert sampler.next_batch() is None and sampler.next_batch() is None
+    stats = ray_local.get([s.stats.remote() for s in shards], timeout=30)
+    assert [s["samples"] for s in stats] == [0, 0] and stats[0]["size"] > 0
+    sampler.close()
+    for shard in shards:
+        ray_local.kill(shard)
