@@ -47,14 +47,17 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, Path | None]:
 
 def cmd_train(argv: list[str]) -> int:
     cfg, resume = parse_train_args(argv)
+    from launch.runner import end_summary
+
     if cfg.run.serial:
         from launch.serial import train_serial
 
-        train_serial(cfg, resume=resume)
+        counters = train_serial(cfg, resume=resume)
     else:
         from launch.train import train
 
-        train(cfg, resume=resume)
+        counters = train(cfg, resume=resume)
+    print(end_summary(cfg, counters.env_frames, counters.env_steps, counters.updates), flush=True)
     return 0
 
 

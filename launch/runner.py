@@ -214,3 +214,17 @@ def replay_metrics(shard_stats: list[dict], action_repeat: int) -> dict[str, flo
     row["replay/samples_per_insert"] = samples / inserts if inserts > 0 else 0.0
     row["learner/env_frames_consumed_per_s"] = samples * action_repeat
     return row
+
+
+def end_summary(cfg: TrainConfig, env_frames: int, env_steps: int, updates: int) -> str:
+    """The line `sacae train` ends with; it says why when no update ran (a run stopped by its time
+    or frame budget before the replay reached `replay.min_size`), which a user would otherwise
+    only see as a checkpoint of an untrained learner."""
+    line = f"sacae: run ended at {env_frames:,} env frames, {updates:,} learner updates"
+    if updates == 0:
+        line += (
+            f"; no update ran: the learner starts once the replay holds replay.min_size = "
+            f"{cfg.replay.min_size:,} transitions and {env_steps:,} were collected; "
+            "lower replay.min_size or raise run.max_seconds / run.total_env_frames"
+        )
+    return line

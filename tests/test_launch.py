@@ -12,6 +12,7 @@ from launch.cli import main as cli_main
 from launch.config import PRESETS, TrainConfig, config_from_dict, load_config
 from launch.ray_setup import ClusterAddressError, _check_reachable
 from launch.run_dir import CheckpointError, RunDir, load_checkpoint
+from launch.runner import end_summary
 from launch.train import plan_topology
 from learner.config import ConfigError
 
@@ -208,3 +209,12 @@ def test_local_ray_stays_on_loopback_even_when_ray_was_imported_first():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.stdout.strip().splitlines()[-1] == "['127.0.0.1']", out.stderr[-2000:]
+
+
+def test_a_run_that_never_updated_says_why_when_it_ends():
+    cfg = PRESETS["carracing-cpu"]()
+    assert end_summary(cfg, 4_000, 1_000, 250) == (
+        "sacae: run ended at 4,000 env frames, 250 learner updates"
+    )
+    line = end_summary(cfg, 2_400, 600, 0)
+    assert "no update ran" in line and "replay.min_size = 1,000" in line and "600 were" in line
