@@ -47,6 +47,8 @@ def test_a_new_run_never_overwrites_an_earlier_report(tmp_path):
 
 
 @pytest.mark.carracing_learning
+@pytest.mark.timeout(80 * 60)  # 50 minutes of training, then the evaluation; the suite's 300 s
+# default stopped the first run of this test after 5 minutes
 def test_cpu_preset_learns_carracing_in_50_minutes(tmp_path):
     """`pytest -m carracing_learning` (~55 min on 2 cores): the CPU preset, distributed, for 50
     minutes, then 10 fresh stock tracks; a random policy scores about -55. 50 minutes, not 20: the
