@@ -61,8 +61,6 @@ class Window:
     """What the actors did since the last metrics row."""
 
     start: float = field(default_factory=time.monotonic)
-    env_frames: int = 0
-    send_wait_s: float = 0.0
     returns: list = field(default_factory=list)
     lengths: list = field(default_factory=list)
     collected: CollectStats = field(default_factory=CollectStats)
@@ -78,9 +76,8 @@ class Runner:
         run: RunDir,
         checkpoint: dict | None,
         spec: EnvSpec,
-        num_actors: int = 1,
     ):
-        self.cfg, self.run, self.spec, self.num_actors = cfg, run, spec, num_actors
+        self.cfg, self.run, self.spec = cfg, run, spec
         self.counters = Counters()
         self.learner_state = None
         if checkpoint is not None:
@@ -120,8 +117,6 @@ class Runner:
         c.env_frames += stats.env_frames
         c.env_steps += stats.agent_steps
         c.episodes += stats.episodes
-        w.env_frames += stats.env_frames
-        w.send_wait_s += stats.send_wait_s
         w.returns.extend(stats.episode_returns)
         w.lengths.extend(stats.episode_lengths)
         w.collected = w.collected.merged(stats)
@@ -181,11 +176,15 @@ class Runner:
                 "counters/env_frames": c.env_frames,
                 "counters/env_steps": c.env_steps,
                 "counters/episodes": c.episodes,
-                "actors/env_frames_per_s": w.env_frames / elapsed,
-                "actors/send_wait_fraction": w.send_wait_s / elapsed / max(self.num_actors, 1),
+                "actors/env_frames_per_s": w.collected.env_frames / elapsed,
                 "actors/restarts": self.actor_restarts,
             }
         )
+        if w.collected.wall_s > 0:
+            # Over the reports' own collect time, not the window's: a report can cover a collect
+            # round that began before the window (an actor held by the rate limiter for longer
+            # than a window), so waits over the window's length read above 1.
+            row["actors/send_wait_fraction"] = w.collected.send_wait_s / w.collected.wall_s
         if w.returns:
             row["actors/episode_return"] = float(np.mean(w.returns))
             row["actors/episode_length"] = float(np.mean(w.lengths))
@@ -211,7 +210,8 @@ def replay_metrics(shard_stats: list[dict], action_repeat: int) -> dict[str, flo
     row = shard_metrics(shard_stats)
     inserts = sum(s["inserts_per_s"] for s in shard_stats)
     samples = sum(s["samples_per_s"] for s in shard_stats)
-    row["replay/samples_per_insert"] = samples / inserts if inserts > 0 else 0.0
+    if inserts > 0:  # a window can fall between two chunks of one actor: no ratio then, not 0
+        row["replay/samples_per_insert"] = samples / inserts
     row["learner/env_frames_consumed_per_s"] = samples * action_repeat
     return row
 

@@ -84,7 +84,7 @@ class Driver:
         self.cfg, self.run, self.topology = cfg, run, topology
         checkpoint = resume if isinstance(resume, dict | None) else load_checkpoint(resume)
         self.spec = spec = env_spec(cfg.env)  # shapes and bounds, worked out once from the env
-        self.runner = Runner(cfg, run, checkpoint, spec, topology.num_actors)
+        self.runner = Runner(cfg, run, checkpoint, spec)
         self.counters = self.runner.counters
         learner_state = self.runner.learner_state
         snapshot_dir = ""

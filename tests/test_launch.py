@@ -8,11 +8,13 @@ import json
 import pytest
 import torch
 
+from actors.collector import CollectStats
+from actors.spec import EnvSpec
 from launch.cli import main as cli_main
 from launch.config import PRESETS, TrainConfig, config_from_dict, load_config
 from launch.ray_setup import ClusterAddressError, _check_reachable
 from launch.run_dir import CheckpointError, RunDir, load_checkpoint
-from launch.runner import end_summary
+from launch.runner import Runner, end_summary, replay_metrics
 from launch.train import plan_topology
 from learner.config import ConfigError
 
@@ -218,3 +220,32 @@ def test_a_run_that_never_updated_says_why_when_it_ends():
     )
     line = end_summary(cfg, 2_400, 600, 0)
     assert "no update ran" in line and "replay.min_size = 1,000" in line and "600 were" in line
+
+
+def test_metric_rows_measure_actor_waits_over_the_reports_own_time(tmp_path):
+    cfg = PRESETS["smoke"]()
+    cfg = dataclasses.replace(
+        cfg, run=dataclasses.replace(cfg.run, run_dir=str(tmp_path), progress_bar=False)
+    )
+    spec = EnvSpec((3, 8, 8), 3, (-1.0, 0.0, 0.0), (1.0, 1.0, 1.0), ("steer", "gas", "brake"), 50.0)
+    runner = Runner(cfg, RunDir.create(cfg), None, spec)
+    # Two collect rounds of 10 s each, one held 6 s by the replay: 30% of the actors' time, however
+    # long the window (here milliseconds; waits over the window's length read far above 1).
+    runner.on_collect(CollectStats(env_frames=40, agent_steps=10, wall_s=10.0, send_wait_s=6.0))
+    runner.on_collect(CollectStats(env_frames=40, agent_steps=10, wall_s=10.0))
+    runner.write_row()
+    runner.write_row()  # a window in which no actor reported
+    runner.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["actors/send_wait_fraction"] == pytest.approx(0.3)
+    assert rows[0]["counters/env_frames"] == 80 and rows[0]["actors/env_frames_per_s"] > 0
+    assert "actors/send_wait_fraction" not in rows[1] and rows[1]["actors/env_frames_per_s"] == 0
+
+
+def test_samples_per_insert_is_left_out_of_a_window_without_inserts():
+    shard = dict(index=0, size=900, bytes_used=1, insert_wait_s=0.0, sample_wait_s=0.0)
+    busy = replay_metrics([dict(shard, inserts_per_s=2.0, samples_per_s=128.0)], action_repeat=4)
+    assert busy["replay/samples_per_insert"] == 64.0
+    idle = replay_metrics([dict(shard, inserts_per_s=0.0, samples_per_s=128.0)], action_repeat=4)
+    assert "replay/samples_per_insert" not in idle  # not 0: the learner sampled 128/s
+    assert idle["learner/env_frames_consumed_per_s"] == 512.0
