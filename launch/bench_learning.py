@@ -157,13 +157,16 @@ def write_index(out_dir: Path) -> Path:
         "Written by `sacae bench learning`; every run is listed, including those that miss.",
         "Final eval: deterministic policy on fresh tracks of CarRacing-v3 with no training aid.",
         "",
-        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval mean per seed | command |",
+        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval per seed: mean ± std (n = tracks) | command |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(out_dir.glob("*.json")):
         r = json.loads(path.read_text())
         seeds = r["seeds"].values()
-        evals = ", ".join(f"{s['eval']['mean']:.0f} ± {s['eval']['std']:.0f}" for s in seeds)
+        evals = ", ".join(
+            f"{s['eval']['mean']:.0f} ± {s['eval']['std']:.0f} (n={s['eval']['episodes']})"
+            for s in seeds
+        )
         frames = ", ".join(str(s["eval"]["counters"]["env_frames"]) for s in seeds)
         minutes = ", ".join(f"{s['wall_s'] / 60:.0f}" for s in seeds)
         rows.append(
