@@ -104,6 +104,8 @@ def test_two_shards_two_writers_valid_batches_at_the_target_rate(service):
     for st in stats:
         min_size = CFG.min_size // 2
         lead_steps = st["inserts"] - min_size - st["samples"] / SPI
+        # Counts, not times: the limiter admits or holds whole chunks, so the actors' lead ends
+        # within the tolerance plus at most one chunk (5 entries) whatever the scheduling was.
         assert -CFG.rate_tolerance <= lead_steps <= CFG.rate_tolerance + 5, st
         assert st["inserts_held"] >= 1 and st["bytes_used"] > 0  # the writers were held back
     # Both shards held about as much: each gave about half of the batches' transitions.
