@@ -285,7 +285,7 @@ learner_best() {
 		echo 0
 		return
 	}
-	grep '^{' "$rows" | "$PY" -c 'import json, sys; print(max([json.loads(l)["updates_per_s"] for l in sys.stdin] or [0]))'
+	grep '^{' "$rows" | "$PY" -c 'import json, sys; print(max([r for r in (json.loads(l)["updates_per_s"] for l in sys.stdin) if r] or [0]))'
 }
 
 stage_bench() {

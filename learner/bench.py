@@ -2,8 +2,10 @@
 update (learner/reference.py: fp32, NCHW, per-parameter Adam) in the same run.
 
 One table row and one JSON line per variant: fp32/bf16 x channels-last off/on, plus torch.compile
-of the variant `auto` picks where compile is included (by default on CUDA only: on the CPU its
-warm-up takes minutes). `--profile` prints where an update's time goes instead (learner/profile.py).
+and whole-update CUDA graphs (learner/graphs.py) of the variant `auto` picks where they are
+included (by default on CUDA only: on the CPU compile's warm-up takes minutes, and graphs need
+CUDA). A row that fails (a compile or a capture this torch cannot do) prints its error instead of
+a rate, and the other rows still print. `--profile` prints where an update's time goes instead (learner/profile.py).
 """
 
 from __future__ import annotations
@@ -65,11 +67,21 @@ class Variant:
     precision: str  # fp32 or bf16
     channels_last: str  # on or off
     compile: bool = False
+    cuda_graphs: bool = False
     baseline: bool = False  # the straightforward update
+
+    @property
+    def optional(self) -> bool:
+        """A row whose failure is reported, not raised: compile and capture depend on the torch."""
+        return self.compile or self.cuda_graphs
 
     def learner(self, obs_shape, cfg: LearnerConfig) -> SacAeLearner:
         cfg = dataclasses.replace(
-            cfg, precision=self.precision, channels_last=self.channels_last, compile=self.compile
+            cfg,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            compile=self.compile,
+            cuda_graphs=self.cuda_graphs,
         )
         return (StraightforwardLearner if self.baseline else SacAeLearner)(obs_shape, 3, cfg)
 
@@ -96,6 +108,9 @@ class LearnerBenchArgs:
     """all: fp32/bf16 x channels-last off/on; auto: only the variant `auto` picks on this machine."""
     compile: Literal["auto", "on", "off"] = "auto"
     """Add a torch.compile row (of the auto variant); auto: on CUDA only."""
+    cuda_graphs: Literal["auto", "on", "off"] = "auto"
+    """Add a whole-update CUDA graphs row (of the auto variant, and of auto + compile when that row
+    is in); auto: on CUDA. Needs CUDA."""
     profile: bool = False
     """Print the time split of an update (torch.profiler) instead of the table."""
     profile_updates: int = 6
@@ -119,9 +134,18 @@ def bench_variants(args: LearnerBenchArgs, device: torch.device) -> tuple[list[V
             if args.variants == "all" or name == auto_name:
                 variants.append(Variant(name, precision, cl))
     with_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+    precision, cl = auto_name.split(" cl-")
     if with_compile:
-        precision, cl = auto_name.split(" cl-")
         variants.append(Variant(auto_name + " compile", precision, cl, compile=True))
+    with_graphs = args.cuda_graphs == "on" or (args.cuda_graphs == "auto" and device.type == "cuda")
+    if with_graphs:
+        variants.append(Variant(auto_name + " graphs", precision, cl, cuda_graphs=True))
+        if with_compile:
+            variants.append(
+                Variant(
+                    auto_name + " compile graphs", precision, cl, compile=True, cuda_graphs=True
+                )
+            )
     return variants, auto_name
 
 
@@ -135,14 +159,26 @@ def learner_bench(args: LearnerBenchArgs) -> list[dict]:
     batch = random_batch(args.batch_size, obs_shape)
     variants, auto_name = bench_variants(args, device)
     best: dict[str, float] = {}
+    errors: dict[str, str] = {}
     for _ in range(args.rounds):
         for variant in variants:
-            learner = variant.learner(obs_shape, cfg)
-            warmup = 5 if variant.compile else 2
-            rate = measure_updates_per_s(learner, batch, args.seconds, warmup=warmup)
+            if variant.name in errors:
+                continue
+            try:
+                learner = variant.learner(obs_shape, cfg)
+                # Past the graphs' eager warm-up and the capture of both phases.
+                warmup = 12 if variant.cuda_graphs else 5 if variant.compile else 2
+                rate = measure_updates_per_s(learner, batch, args.seconds, warmup=warmup)
+            except (RuntimeError, ValueError) as error:
+                if not variant.optional:
+                    raise
+                errors[variant.name] = f"{type(error).__name__}: {str(error)[:300]}"
+                print(f"bench learner: {variant.name} failed: {errors[variant.name]}", flush=True)
+                continue
+            finally:
+                learner = None
+                gc.collect()
             best[variant.name] = max(best.get(variant.name, 0.0), rate)
-            del learner
-            gc.collect()
     machine = (
         torch.cuda.get_device_name()
         if device.type == "cuda"
@@ -151,14 +187,15 @@ def learner_bench(args: LearnerBenchArgs) -> list[dict]:
     reference = best.get("baseline fp32 cl-off")
     rows = []
     for variant in variants:
-        rate = best[variant.name]
+        rate = best.get(variant.name)
         rows.append(
             {
                 "bench": "learner",
                 "variant": variant.name,
                 "auto": variant.name == auto_name,
-                "updates_per_s": round(rate, 3),
-                "vs_baseline": round(rate / reference, 3) if reference else None,
+                "updates_per_s": round(rate, 3) if rate is not None else None,
+                "vs_baseline": round(rate / reference, 3) if rate and reference else None,
+                "error": errors.get(variant.name),
                 "device": machine,
                 "batch_size": args.batch_size,
                 "obs_shape": list(obs_shape),
@@ -174,6 +211,9 @@ def print_table(rows: list[dict]) -> None:
     print(f"{'variant':<26} {'updates/s':>10} {'vs baseline':>12}")
     for row in rows:
         mark = "  <- auto" if row["auto"] else ""
+        if row["updates_per_s"] is None:
+            print(f"{row['variant']:<26} {'failed':>10} {'-':>12}  {row['error']}")
+            continue
         ratio = f"{row['vs_baseline']:.2f}x" if row["vs_baseline"] else "-"
         print(f"{row['variant']:<26} {row['updates_per_s']:>10.3f} {ratio:>12}{mark}")
     print(f"device: {rows[0]['device']}, batch {rows[0]['batch_size']}, obs {rows[0]['obs_shape']}")

@@ -73,6 +73,8 @@ class LearnerConfig:
     """Channels-last memory format for the convs; auto: on for CUDA, and on the CPU as measured (learner/precision.py: CPU_CHANNELS_LAST)."""
     compile: bool = False
     """torch.compile the trunk and the forward+loss of the critic, policy and decoder steps (meant for CUDA; on the CPU it works but warms up for minutes)."""
+    cuda_graphs: bool = False
+    """Replay each update as one CUDA graph per phase of its schedule (learner/graphs.py): one launch instead of hundreds of small kernels. CUDA only; off until measured faster (`sacae bench learner` adds its row on CUDA)."""
     augment_shift: int = 0
     """DrQ random shift in pixels (replicate pad, random crop back to size); 0 = off = the SAC-AE recipe; DrQ uses 4."""
 

@@ -8,7 +8,8 @@ One update on one batch, in the reference's order:
 
 Each step is a forward+loss function (bf16 autocast around it when on, torch.compile'd when asked)
 followed by backward and the optimiser step outside autocast, so no autocast region ever spans an
-optimiser step.
+optimiser step. With `cuda_graphs` the whole update (augmentation included) replays as one CUDA
+graph per phase of that schedule (learner/graphs.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from learner import losses
 from learner.augment import random_shift
 from learner.config import LearnerConfig
+from learner.graphs import Capture, UpdateGraphs, cuda_capture, cuda_side_stream, warmup_updates
 from learner.networks import SacAeNetworks
 from learner.precision import configure_cuda_backends, resolve_numerics
 from learner.transfer import DeviceBatch, HostToDevice
@@ -41,18 +43,31 @@ def pick_device(choice: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+POLICY_METRICS = (
+    "learner/policy_loss",
+    "learner/alpha_loss",
+    "learner/alpha",
+    "learner/entropy",
+    "learner/policy_log_std",
+)
+"""Metrics of the policy step; an update without one reports the last step's."""
+
+
 def _adam(
-    params, lr: float, beta1: float, device: torch.device, weight_decay: float = 0.0
+    params,
+    lr: float,
+    beta1: float,
+    device: torch.device,
+    weight_decay: float = 0.0,
+    capturable: bool = False,
 ) -> torch.optim.Adam:
     # Fused Adam (one kernel for all parameters) where this torch supports it on the device.
+    # capturable: the step count stays on the device, as a CUDA graph's replay needs.
+    kwargs = dict(lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay, capturable=capturable)
     try:
-        return torch.optim.Adam(
-            params, lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay, fused=True
-        )
+        return torch.optim.Adam(params, fused=True, **kwargs)
     except (RuntimeError, ValueError):
-        return torch.optim.Adam(
-            params, lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay, foreach=True
-        )
+        return torch.optim.Adam(params, foreach=True, **kwargs)
 
 
 class SacAeLearner:
@@ -70,6 +85,11 @@ class SacAeLearner:
         self.obs_shape = tuple(obs_shape)
         self.action_dim = action_dim
         self.device = device or pick_device(cfg.device)
+        if cfg.cuda_graphs and self.device.type != "cuda":
+            raise ValueError(
+                f"learner.cuda_graphs needs the learner on CUDA, and it is on {self.device.type}; "
+                "drop --learner.cuda-graphs"
+            )
         self.numerics = resolve_numerics(self.device, cfg.precision, cfg.channels_last)
         if self.device.type == "cuda":
             configure_cuda_backends()
@@ -89,16 +109,26 @@ class SacAeLearner:
         trunk_ids = {id(p) for p in critic.encoder.trunk.parameters()}
         # The policy optimiser never holds the shared conv trunk: the policy loss must not move it.
         policy_params = [p for p in policy.parameters() if id(p) not in trunk_ids]
-        self.critic_opt = _adam(critic.parameters(), cfg.critic_lr, cfg.critic_beta, self.device)
-        self.policy_opt = _adam(policy_params, cfg.policy_lr, cfg.policy_beta, self.device)
-        self.alpha_opt = _adam([self.log_alpha], cfg.alpha_lr, cfg.alpha_beta, self.device)
-        self.encoder_opt = _adam(critic.encoder.parameters(), cfg.encoder_lr, 0.9, self.device)
+        graphs = cfg.cuda_graphs
+        self.critic_opt = _adam(
+            critic.parameters(), cfg.critic_lr, cfg.critic_beta, self.device, capturable=graphs
+        )
+        self.policy_opt = _adam(
+            policy_params, cfg.policy_lr, cfg.policy_beta, self.device, capturable=graphs
+        )
+        self.alpha_opt = _adam(
+            [self.log_alpha], cfg.alpha_lr, cfg.alpha_beta, self.device, capturable=graphs
+        )
+        self.encoder_opt = _adam(
+            critic.encoder.parameters(), cfg.encoder_lr, 0.9, self.device, capturable=graphs
+        )
         self.decoder_opt = _adam(
             self.nets.decoder.parameters(),
             cfg.decoder_lr,
             0.9,
             self.device,
             cfg.decoder_weight_decay,
+            capturable=graphs,
         )
         # Target parameter lists for the fused soft updates.
         target, online = self.nets.critic_target, critic
@@ -120,6 +150,25 @@ class SacAeLearner:
             self._critic_forward = torch.compile(self._critic_loss)
             self._policy_forward = torch.compile(self._policy_loss)
             self._decoder_forward = torch.compile(self._decoder_loss)
+        self._graphs: UpdateGraphs | None = None
+        if cfg.cuda_graphs:
+            self.capture_updates()
+
+    def capture_updates(
+        self,
+        capture: Capture = cuda_capture,
+        warmup_context=cuda_side_stream,
+    ) -> UpdateGraphs:
+        """Run updates through whole-update graphs from now on (after a short eager warm-up).
+
+        `cuda_graphs` calls this at construction; tests pass an eager stand-in for the capture.
+        """
+        cfg = self.cfg
+        warmup = warmup_updates(
+            cfg.policy_update_every, cfg.target_update_every, cfg.decoder_update_every
+        )
+        self._graphs = UpdateGraphs(self._step, warmup, capture, warmup_context)
+        return self._graphs
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -144,6 +193,27 @@ class SacAeLearner:
         """One SAC-AE update. Metrics are detached fp32 device tensors: reading them is the caller's sync."""
         if not isinstance(batch, DeviceBatch):
             batch = self.to_device(batch)
+        graphs = self._graphs
+        metrics = self._step(batch) if graphs is None else graphs(self._phase(), batch)
+        policy_metrics = {key: value for key, value in metrics.items() if key in POLICY_METRICS}
+        if policy_metrics:
+            self._policy_metrics = policy_metrics
+        else:
+            metrics.update(self._policy_metrics)
+        self.updates += 1
+        return metrics
+
+    def _phase(self) -> tuple[bool, bool, bool]:
+        """Which optional steps this update takes: the graph that replays it."""
+        cfg = self.cfg
+        return (
+            self.updates % cfg.policy_update_every == 0,
+            self.updates % cfg.target_update_every == 0,
+            self.updates % cfg.decoder_update_every == 0,
+        )
+
+    def _step(self, batch: DeviceBatch) -> dict[str, torch.Tensor]:
+        """This update's work on a device batch: augmentation, then the steps; its own metrics."""
         if self.cfg.augment_shift:
             # DrQ: obs and next_obs shifted independently; the same shifted obs feeds the critic,
             # policy and reconstruction steps (so the decoder reconstructs what the encoder saw).
@@ -152,17 +222,16 @@ class SacAeLearner:
                 obs=random_shift(batch.obs, self.cfg.augment_shift),
                 next_obs=random_shift(batch.next_obs, self.cfg.augment_shift),
             )
-        metrics = self._update(batch)
-        self.updates += 1
-        return metrics
+        return self._update(batch)
 
     def _update(self, batch: DeviceBatch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         metrics = self._critic_step(batch)
         conv_obs = None
-        if self.updates % cfg.policy_update_every == 0:
+        policy_step, target_step, decoder_step = self._phase()
+        if policy_step:
             with self.numerics.autocast():
-                if self.updates % cfg.decoder_update_every == 0:
+                if decoder_step:
                     # The policy step does not move the trunk, so the decoder step can reuse these
                     # conv features of obs (same weights, same input): one conv forward saved.
                     conv_obs = self._trunk(batch.obs)
@@ -170,12 +239,11 @@ class SacAeLearner:
                 else:
                     with torch.no_grad():
                         conv_for_policy = self._trunk(batch.obs)
-            self._policy_metrics = self._policy_and_alpha_step(conv_for_policy)
-        metrics.update(self._policy_metrics)
-        if self.updates % cfg.target_update_every == 0:
+            metrics.update(self._policy_and_alpha_step(conv_for_policy))
+        if target_step:
             losses.soft_update(*self._q_pairs, cfg.critic_tau)
             losses.soft_update(*self._enc_pairs, cfg.encoder_tau)
-        if self.updates % cfg.decoder_update_every == 0:
+        if decoder_step:
             metrics.update(self._decoder_step(batch.obs, conv_obs))
         return metrics
 
@@ -324,6 +392,8 @@ class SacAeLearner:
             self.log_alpha.copy_(state["log_alpha"].to(self.device))
         for name in ("critic_opt", "policy_opt", "alpha_opt", "encoder_opt", "decoder_opt"):
             getattr(self, name).load_state_dict(state[name])
+        if self._graphs is not None:
+            self._graphs.reset()  # the optimisers' state tensors were replaced
         self.updates = int(state["updates"])
         self.weights_version = int(state["weights_version"])
         torch.set_rng_state(state["torch_rng"])

@@ -22,7 +22,12 @@ class StraightforwardLearner(SacAeLearner):
 
     def __init__(self, obs_shape, action_dim, cfg, seed: int = 0, device=None):
         cfg = dataclasses.replace(
-            cfg, precision="fp32", channels_last="off", compile=False, augment_shift=0
+            cfg,
+            precision="fp32",
+            channels_last="off",
+            compile=False,
+            cuda_graphs=False,
+            augment_shift=0,
         )
         super().__init__(obs_shape, action_dim, cfg, seed=seed, device=device)
         nets = self.nets
