@@ -114,6 +114,22 @@ def final_eval(run_dir: Path, episodes: int) -> dict:
     }
 
 
+def mean_ci95(returns: list[float]) -> float | None:
+    """Half-width of the normal-approximation 95% confidence interval of the mean return:
+    1.96 * sample std / sqrt(n). None below 2 episodes. Whether a mean clears a goal (600 over 100
+    tracks) is read against it: the tracks differ a lot, and so do single episodes."""
+    if len(returns) < 2:
+        return None
+    return 1.96 * float(np.std(returns, ddof=1)) / len(returns) ** 0.5
+
+
+def eval_cell(result: dict) -> str:
+    """`mean ± std (n=tracks; mean ±CI at 95%)` for the index."""
+    cell = f"{result['mean']:.0f} ± {result['std']:.0f} (n={result['episodes']}"
+    ci = mean_ci95(result.get("returns", []))
+    return cell + (f"; mean ±{ci:.0f} at 95%)" if ci is not None else ")")
+
+
 def curve_points(run_dir: Path) -> list[list[float]]:
     """(env frames, eval mean, eval std) of the run's periodic evaluations."""
     points = []
@@ -157,16 +173,13 @@ def write_index(out_dir: Path) -> Path:
         "Written by `sacae bench learning`; every run is listed, including those that miss.",
         "Final eval: deterministic policy on fresh tracks of CarRacing-v3 with no training aid.",
         "",
-        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval per seed: mean ± std (n = tracks) | command |",
+        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval per seed: mean ± std (n = tracks; 95% confidence interval of the mean) | command |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(out_dir.glob("*.json")):
         r = json.loads(path.read_text())
         seeds = r["seeds"].values()
-        evals = ", ".join(
-            f"{s['eval']['mean']:.0f} ± {s['eval']['std']:.0f} (n={s['eval']['episodes']})"
-            for s in seeds
-        )
+        evals = ", ".join(eval_cell(s["eval"]) for s in seeds)
         frames = ", ".join(str(s["eval"]["counters"]["env_frames"]) for s in seeds)
         minutes = ", ".join(f"{s['wall_s'] / 60:.0f}" for s in seeds)
         rows.append(

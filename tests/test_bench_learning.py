@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from launch.bench_learning import RANDOM_POLICY_RETURN, main, report_name
+from launch.bench_learning import RANDOM_POLICY_RETURN, eval_cell, main, mean_ci95, report_name
 
 
 @pytest.mark.slow
@@ -31,6 +31,15 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     # Run again: the seed's run directory is resumed, not started over.
     again = main([*argv[:5], "400", *argv[6:]])
     assert again["seeds"]["3"]["eval"]["counters"]["incarnation"] == 1
+
+
+def test_index_gives_the_95_percent_interval_of_the_mean():
+    returns = [400.0, 800.0] * 50  # sample std 201.0, n = 100
+    assert mean_ci95(returns) == pytest.approx(1.96 * 201.0 / 10, rel=1e-3)
+    assert mean_ci95([600.0]) is None
+    cell = eval_cell({"mean": 600.0, "std": 200.0, "episodes": 100, "returns": returns})
+    assert cell == "600 ± 200 (n=100; mean ±39 at 95%)"
+    assert eval_cell({"mean": 12.0, "std": 0.0, "episodes": 1, "returns": [12.0]}) == "12 ± 0 (n=1)"
 
 
 def test_a_new_run_never_overwrites_an_earlier_report(tmp_path):
