@@ -69,6 +69,11 @@ def plan_topology(cfg: TrainConfig, cpus: int, gpus: float) -> Topology:
             "(`ray start --num-gpus 1`) and keep --learner.device auto or cuda, or drop "
             "--run.require-gpu to learn on the CPU"
         )
+    if cfg.learner.cuda_graphs and not learner_gpu:
+        raise SystemExit(
+            "error: --learner.cuda-graphs needs the learner on a GPU, and this run's learner gets "
+            "none (no GPU in the Ray cluster, or --learner.device cpu); drop --learner.cuda-graphs"
+        )
     # Logical CPUs a local instance needs: learner, shards, actors, evaluation.
     needed = cfg.run.learner_cpus + cfg.replay.num_shards + num_actors + 1
     return Topology(

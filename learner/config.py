@@ -131,4 +131,10 @@ class LearnerConfig:
         require(
             self.augment_shift >= 0, "learner.augment_shift", self.augment_shift, ">= 0 (0 = off)"
         )
+        require(
+            not (self.cuda_graphs and self.device == "cpu"),
+            "learner.cuda_graphs",
+            self.cuda_graphs,
+            "False with learner.device cpu (CUDA graphs need CUDA)",
+        )
         require(self.updates_per_step > 0, "learner.updates_per_step", self.updates_per_step, "> 0")

@@ -16,7 +16,7 @@ import dataclasses
 import pytest
 import torch
 
-from learner.config import LearnerConfig
+from learner.config import ConfigError, LearnerConfig
 from learner.graphs import warmup_updates
 from learner.learning import SacAeLearner
 from tests.test_learner import TINY, make_batch
@@ -108,6 +108,9 @@ def test_loading_a_checkpoint_drops_the_graphs():
 
 
 def test_cuda_graphs_on_the_cpu_is_refused_with_the_fix():
-    cfg = dataclasses.replace(TINY, cuda_graphs=True, device="cpu")
+    with pytest.raises(ConfigError, match="learner.cuda_graphs"):
+        dataclasses.replace(TINY, cuda_graphs=True, device="cpu")
+    # device auto on a machine without CUDA: the learner refuses when it lands on the CPU.
+    cfg = dataclasses.replace(TINY, cuda_graphs=True, device="auto")
     with pytest.raises(ValueError, match="learner.cuda_graphs.*drop --learner.cuda-graphs"):
-        SacAeLearner(OBS, 3, cfg)
+        SacAeLearner(OBS, 3, cfg, device=torch.device("cpu"))

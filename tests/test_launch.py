@@ -84,6 +84,10 @@ def test_topology_defaults_and_errors():
             cpus=4,
             gpus=0,
         )
+    graphs = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, cuda_graphs=True))
+    assert plan_topology(graphs, cpus=16, gpus=1).learner_gpus == 1
+    with pytest.raises(SystemExit, match="cuda-graphs needs the learner on a GPU"):
+        plan_topology(graphs, cpus=4, gpus=0)
     two_shards = dataclasses.replace(
         cfg,
         replay=dataclasses.replace(cfg.replay, num_shards=3),
