@@ -21,7 +21,7 @@ import torch
 
 from learner import losses
 from learner.augment import random_shift
-from learner.config import LearnerConfig
+from learner.config import ConfigError, LearnerConfig
 from learner.graphs import Capture, UpdateGraphs, cuda_capture, cuda_side_stream, warmup_updates
 from learner.networks import SacAeNetworks
 from learner.precision import configure_cuda_backends, resolve_numerics
@@ -36,7 +36,7 @@ def pick_device(choice: str = "auto") -> torch.device:
     """Decide the learner's device once: CUDA when present (or asked for), else the CPU."""
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise ConfigError(
                 "learner.device is 'cuda' but no CUDA device is visible; use --learner.device auto"
             )
         return torch.device("cuda")
@@ -86,7 +86,7 @@ class SacAeLearner:
         self.action_dim = action_dim
         self.device = device or pick_device(cfg.device)
         if cfg.cuda_graphs and self.device.type != "cuda":
-            raise ValueError(
+            raise ConfigError(
                 f"learner.cuda_graphs needs the learner on CUDA, and it is on {self.device.type}; "
                 "drop --learner.cuda-graphs"
             )

@@ -112,5 +112,5 @@ def test_cuda_graphs_on_the_cpu_is_refused_with_the_fix():
         dataclasses.replace(TINY, cuda_graphs=True, device="cpu")
     # device auto on a machine without CUDA: the learner refuses when it lands on the CPU.
     cfg = dataclasses.replace(TINY, cuda_graphs=True, device="auto")
-    with pytest.raises(ValueError, match="learner.cuda_graphs.*drop --learner.cuda-graphs"):
+    with pytest.raises(ConfigError, match="learner.cuda_graphs.*drop --learner.cuda-graphs"):
         SacAeLearner(OBS, 3, cfg, device=torch.device("cpu"))
