@@ -297,8 +297,8 @@ stage_bench() {
 	for part in "${parts[@]}"; do
 		case $part in
 		learner)
-			# Rows print at the end of the run: a compile that outlasts its time loses them all,
-			# so the same table without the compile row follows then.
+			# Each row prints as soon as it is measured, the compile rows last. If none printed (a
+			# slower machine than planned), the table without the compile rows follows.
 			run_part learner 120 360 "${SACAE[@]}" bench learner --device "$BENCH_DEVICE" --variants all \
 				--compile on --seconds "${LEARNER_SECONDS:-10}"
 			if ! grep -qs '^{' "$OUT/bench-learner.txt"; then

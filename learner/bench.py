@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -149,8 +150,14 @@ def bench_variants(args: LearnerBenchArgs, device: torch.device) -> tuple[list[V
     return variants, auto_name
 
 
-def learner_bench(args: LearnerBenchArgs) -> list[dict]:
-    """Measure every variant; returns one row (a dict) per variant."""
+def learner_bench(
+    args: LearnerBenchArgs, on_row: Callable[[dict], None] = lambda row: None
+) -> list[dict]:
+    """Measure every variant; returns one row (a dict) per variant.
+
+    `on_row` gets each row as soon as its last round is measured, so a run stopped part-way (a
+    compile that outlasts the device's time) keeps the rows it finished.
+    """
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -158,53 +165,65 @@ def learner_bench(args: LearnerBenchArgs) -> list[dict]:
     cfg = LearnerConfig(batch_size=args.batch_size, device=device.type)
     batch = random_batch(args.batch_size, obs_shape)
     variants, auto_name = bench_variants(args, device)
-    best: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    for _ in range(args.rounds):
-        for variant in variants:
-            if variant.name in errors:
-                continue
-            try:
-                learner = variant.learner(obs_shape, cfg)
-                # Past the graphs' eager warm-up and the capture of both phases.
-                warmup = 12 if variant.cuda_graphs else 5 if variant.compile else 2
-                rate = measure_updates_per_s(learner, batch, args.seconds, warmup=warmup)
-            except (RuntimeError, ValueError) as error:
-                if not variant.optional:
-                    raise
-                errors[variant.name] = f"{type(error).__name__}: {str(error)[:300]}"
-                print(f"bench learner: {variant.name} failed: {errors[variant.name]}", flush=True)
-                continue
-            finally:
-                learner = None
-                gc.collect()
-            best[variant.name] = max(best.get(variant.name, 0.0), rate)
     machine = (
         torch.cuda.get_device_name()
         if device.type == "cuda"
         else f"cpu x{torch.get_num_threads()} ({torch.backends.cpu.get_cpu_capability()})"
     )
-    reference = best.get("baseline fp32 cl-off")
-    rows = []
-    for variant in variants:
-        rate = best.get(variant.name)
-        rows.append(
-            {
-                "bench": "learner",
-                "variant": variant.name,
-                "auto": variant.name == auto_name,
-                "updates_per_s": round(rate, 3) if rate is not None else None,
-                "vs_baseline": round(rate / reference, 3) if rate and reference else None,
-                "error": errors.get(variant.name),
-                "device": machine,
-                "batch_size": args.batch_size,
-                "obs_shape": list(obs_shape),
-                "seconds": args.seconds,
-                "rounds": args.rounds,
-                "torch": torch.__version__,
-            }
-        )
-    return rows
+    best: dict[str, float] = {}
+    errors: dict[str, str] = {}
+
+    def row(variant: Variant) -> dict:
+        rate, reference = best.get(variant.name), best.get("baseline fp32 cl-off")
+        return {
+            "bench": "learner",
+            "variant": variant.name,
+            "auto": variant.name == auto_name,
+            "updates_per_s": round(rate, 3) if rate is not None else None,
+            "vs_baseline": round(rate / reference, 3) if rate and reference else None,
+            "error": errors.get(variant.name),
+            "device": machine,
+            "batch_size": args.batch_size,
+            "obs_shape": list(obs_shape),
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "torch": torch.__version__,
+        }
+
+    for round_index in range(args.rounds):
+        for variant in variants:
+            if variant.name not in errors:
+                rate = measure_variant(variant, obs_shape, cfg, batch, args.seconds, errors)
+                if rate is not None:
+                    best[variant.name] = max(best.get(variant.name, 0.0), rate)
+            if round_index == args.rounds - 1:
+                on_row(row(variant))
+    return [row(variant) for variant in variants]
+
+
+def measure_variant(
+    variant: Variant,
+    obs_shape: tuple[int, int, int],
+    cfg: LearnerConfig,
+    batch: SampledBatch,
+    seconds: float,
+    errors: dict[str, str],
+) -> float | None:
+    """Updates/s of one variant, or None with its error in `errors` if an optional row fails."""
+    try:
+        learner = variant.learner(obs_shape, cfg)
+        # Past the graphs' eager warm-up and the capture of both phases.
+        warmup = 12 if variant.cuda_graphs else 5 if variant.compile else 2
+        return measure_updates_per_s(learner, batch, seconds, warmup=warmup)
+    except (RuntimeError, ValueError) as error:
+        if not variant.optional:
+            raise
+        errors[variant.name] = f"{type(error).__name__}: {str(error)[:300]}"
+        print(f"bench learner: {variant.name} failed: {errors[variant.name]}", flush=True)
+        return None
+    finally:
+        learner = None
+        gc.collect()
 
 
 def print_table(rows: list[dict]) -> None:
@@ -225,8 +244,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         from learner.profile import profile_update
 
         return [profile_update(args)]
-    rows = learner_bench(args)
+    rows = learner_bench(args, on_row=lambda row: print(json.dumps(row), flush=True))
     print_table(rows)
-    for row in rows:
-        print(json.dumps(row), flush=True)
     return rows

@@ -35,7 +35,9 @@ def test_a_failing_optional_row_reports_its_error_and_the_others_still_measure(c
         cuda_graphs="on",
         threads=1,
     )
-    rows = learner_bench(args)
+    streamed = []
+    rows = learner_bench(args, on_row=streamed.append)
+    assert streamed == rows  # each row is handed out as soon as it is measured
     print_table(rows)
     measured, failed = rows
     assert measured["updates_per_s"] > 0 and measured["error"] is None and measured["auto"]
