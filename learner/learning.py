@@ -15,6 +15,7 @@ graph per phase of that schedule (learner/graphs.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -109,26 +110,16 @@ class SacAeLearner:
         trunk_ids = {id(p) for p in critic.encoder.trunk.parameters()}
         # The policy optimiser never holds the shared conv trunk: the policy loss must not move it.
         policy_params = [p for p in policy.parameters() if id(p) not in trunk_ids]
-        graphs = cfg.cuda_graphs
-        self.critic_opt = _adam(
-            critic.parameters(), cfg.critic_lr, cfg.critic_beta, self.device, capturable=graphs
-        )
-        self.policy_opt = _adam(
-            policy_params, cfg.policy_lr, cfg.policy_beta, self.device, capturable=graphs
-        )
-        self.alpha_opt = _adam(
-            [self.log_alpha], cfg.alpha_lr, cfg.alpha_beta, self.device, capturable=graphs
-        )
-        self.encoder_opt = _adam(
-            critic.encoder.parameters(), cfg.encoder_lr, 0.9, self.device, capturable=graphs
-        )
-        self.decoder_opt = _adam(
+        adam = functools.partial(_adam, device=self.device, capturable=cfg.cuda_graphs)
+        self.critic_opt = adam(critic.parameters(), cfg.critic_lr, cfg.critic_beta)
+        self.policy_opt = adam(policy_params, cfg.policy_lr, cfg.policy_beta)
+        self.alpha_opt = adam([self.log_alpha], cfg.alpha_lr, cfg.alpha_beta)
+        self.encoder_opt = adam(critic.encoder.parameters(), cfg.encoder_lr, 0.9)
+        self.decoder_opt = adam(
             self.nets.decoder.parameters(),
             cfg.decoder_lr,
             0.9,
-            self.device,
-            cfg.decoder_weight_decay,
-            capturable=graphs,
+            weight_decay=cfg.decoder_weight_decay,
         )
         # Target parameter lists for the fused soft updates.
         target, online = self.nets.critic_target, critic
