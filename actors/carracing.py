@@ -1,5 +1,6 @@
 """CarRacing-v3: its constants, its spec and its pixel pipeline (action mapping, action repeat, crop,
-frame stack), with the training aids `env.no_progress_steps` and `env.skip_zoom` (off by default).
+optional area resize, frame stack), with the training aids `env.no_progress_steps` and
+`env.skip_zoom` (off by default).
 
 Plain Python, no Ray. With `EnvConfig.fast_render` the env is `FastCarRacing`, which renders only
 the last frame of each agent step and renders it faster; with the aids off its observations,
@@ -15,6 +16,7 @@ from gymnasium.envs.box2d.car_racing import FPS, STATE_H, STATE_W
 
 from actors.config import EnvConfig
 from actors.fast_render import FastCarRacing
+from actors.resize import AreaResize
 from actors.spec import (
     INFO_END_REASON,
     INFO_TILES_VISITED,
@@ -56,8 +58,9 @@ def carracing_spec(cfg: EnvConfig) -> EnvSpec:
         cfg.crop,
         f"rows and cols inside CarRacing's {FRAME_ROWS}x{FRAME_COLS} frame",
     )
+    height, width = (cfg.image_size,) * 2 if cfg.image_size else (bottom - top, right - left)
     return EnvSpec(
-        frame_shape=(3, bottom - top, right - left),
+        frame_shape=(3, height, width),
         frame_stack=cfg.frame_stack,
         action_low=ACTION_LOW,
         action_high=ACTION_HIGH,
@@ -94,6 +97,12 @@ class CarRacingPipeline:
             self._env.action_space
         )
         self._stack = np.zeros(self.spec.obs_shape, dtype=np.uint8)
+        top, bottom, left, right = cfg.crop
+        self._resize = (
+            AreaResize((bottom - top, right - left), self.spec.frame_shape[1:])
+            if cfg.image_size
+            else None
+        )
         self._episode_frames = 0
         self._episode_over = True
         self._reset_frames = 0
@@ -201,10 +210,11 @@ class CarRacingPipeline:
         self._env.close()
 
     def _frame(self) -> np.ndarray:
-        """The current state's frame, cropped, channels first."""
+        """The current state's frame, cropped (and shrunk with `env.image_size`), channels first."""
         if isinstance(self._env, FastCarRacing):
             pixels = self._env.render_state()  # [rows, 96, 3], rows >= crop bottom
         else:
             pixels = self._env.state  # [96, 96, 3], rendered by every stock step
         top, bottom, left, right = self.cfg.crop
-        return pixels[top:bottom, left:right].transpose(2, 0, 1)
+        frame = pixels[top:bottom, left:right].transpose(2, 0, 1)
+        return frame if self._resize is None else self._resize(frame)

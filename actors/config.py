@@ -27,6 +27,8 @@ class EnvConfig:
     """Frames stacked into one observation (channels first)."""
     crop: tuple[int, int, int, int] = (0, 84, 6, 90)
     """Rows top:bottom and cols left:right kept from the frame (CarRacing: 96x96; this drops the HUD)."""
+    image_size: int = 0
+    """Shrink the cropped frame to image_size x image_size by area averaging (a cheaper learner update); 0 = keep the crop's size (the recipe). Part of the policy's input, so evaluation uses it too."""
     fast_render: bool = True
     """Skip rendering of frames that action repeat drops and render the rest faster (byte-identical)."""
     no_progress_steps: int = 0
@@ -46,6 +48,12 @@ class EnvConfig:
             "env.crop",
             self.crop,
             "0 <= top < bottom and 0 <= left < right",
+        )
+        require(
+            self.image_size == 0 or 1 <= self.image_size <= min(bottom - top, right - left),
+            "env.image_size",
+            self.image_size,
+            f"0 (keep the crop) or 1..{min(bottom - top, right - left)} (it only shrinks the crop)",
         )
         require(
             self.action_map in ACTION_MAPS,

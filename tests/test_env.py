@@ -102,7 +102,8 @@ def expected_steps(ro: Rollout, cfg: EnvConfig):
     top, bottom, left, right = cfg.crop
 
     def crop(i: int) -> np.ndarray:
-        return ro.frames[i][top:bottom, left:right].transpose(2, 0, 1)
+        frame = ro.frames[i][top:bottom, left:right].transpose(2, 0, 1)
+        return area_resize(frame, cfg.image_size) if cfg.image_size else frame
 
     stack = [crop(0)] * cfg.frame_stack
     reset_obs = np.concatenate(stack)
@@ -162,7 +163,17 @@ PIPELINES = {
         ["leave_field_1", "random_prefix"],
     ),
     "stock_render": (EnvConfig(action_repeat=4, fast_render=False), ["leave_field_1"]),
+    "repeat4_64x64": (EnvConfig(action_repeat=4, image_size=64), ["driving", "leave_field_1"]),
 }
+
+
+def area_resize(frame: np.ndarray, size: int) -> np.ndarray:
+    """Area averaging, the obvious way: blow each pixel up into a size x size block (an image of
+    H*size x W*size), then average blocks of H x W, which cover exactly one output pixel's area."""
+    c, h, w = frame.shape
+    big = frame.astype(np.float64).repeat(size, axis=1).repeat(size, axis=2)
+    mean = big.reshape(c, size, h, size, w).mean(axis=(2, 4))
+    return np.rint(mean).astype(np.uint8)
 
 
 @pytest.mark.parametrize("name", list(PIPELINES))
@@ -385,6 +396,16 @@ def test_training_aids_are_validated() -> None:
     cfg = EnvConfig(no_progress_steps=10, skip_zoom=True).for_evaluation()
     assert cfg.no_progress_steps == 0 and not cfg.skip_zoom
     assert cfg == EnvConfig()
+
+
+def test_image_size_shrinks_the_crop_and_is_validated() -> None:
+    spec = make_env_spec(EnvConfig(image_size=64, frame_stack=3))
+    assert spec.frame_shape == (3, 64, 64) and spec.obs_shape == (9, 64, 64)
+    assert make_env_spec(EnvConfig()).frame_shape == (3, 84, 84)
+    assert EnvConfig(image_size=64).for_evaluation().image_size == 64  # part of the policy's input
+    for bad in (-1, 85):
+        with pytest.raises(ConfigError, match="env.image_size"):
+            EnvConfig(image_size=bad)
 
 
 def test_pedal_axis_is_gas_or_brake_never_both() -> None:
