@@ -62,6 +62,10 @@ def measure_updates_per_s(
     return count / (time.perf_counter() - start)
 
 
+BASELINE = "baseline fp32 cl-off"
+"""The straightforward update's row: every other row at the same image size is compared with it."""
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -91,10 +95,12 @@ class Variant:
 class LearnerBenchArgs:
     """Learner throughput on random pixel batches, one row per precision variant."""
 
-    batch_size: int = 128
-    """Transitions per update."""
-    image_size: int = 84
-    """Height and width of the (square) observation."""
+    preset: Literal["carracing", "carracing-cpu"] = "carracing"
+    """Whose learner to measure (`sacae train --preset`): its networks, batch size and augmentation. carracing: the SAC-AE recipe."""
+    batch_size: int = 0
+    """Transitions per update; 0 = the preset's (carracing: 128)."""
+    image_size: tuple[int, ...] = (84,)
+    """Height and width of the (square) observation; several sizes are measured in one run, each with its own baseline row (e.g. `--image-size 84 64` for `env.image_size`)."""
     seconds: float = 20.0
     """Measuring time for each variant in each round."""
     rounds: int = 1
@@ -128,7 +134,7 @@ def bench_variants(args: LearnerBenchArgs, device: torch.device) -> tuple[list[V
     auto_name = f"{'bf16' if auto.bf16 else 'fp32'} cl-{'on' if auto.channels_last else 'off'}"
     variants = []
     if args.baseline:
-        variants.append(Variant("baseline fp32 cl-off", "fp32", "off", baseline=True))
+        variants.append(Variant(BASELINE, "fp32", "off", baseline=True))
     for precision in ("fp32", "bf16"):
         for cl in ("off", "on"):
             name = f"{precision} cl-{cl}"
@@ -161,30 +167,30 @@ def learner_bench(
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    obs_shape = (9, args.image_size, args.image_size)
-    cfg = LearnerConfig(batch_size=args.batch_size, device=device.type)
-    batch = random_batch(args.batch_size, obs_shape)
+    cfg = bench_learner_config(args, device)
     variants, auto_name = bench_variants(args, device)
     machine = (
         torch.cuda.get_device_name()
         if device.type == "cuda"
         else f"cpu x{torch.get_num_threads()} ({torch.backends.cpu.get_cpu_capability()})"
     )
-    best: dict[str, float] = {}
-    errors: dict[str, str] = {}
+    # Keyed by (image size, variant name): each size is compared with its own baseline.
+    best: dict[tuple[int, str], float] = {}
+    errors: dict[tuple[int, str], str] = {}
 
-    def row(variant: Variant) -> dict:
-        rate, reference = best.get(variant.name), best.get("baseline fp32 cl-off")
+    def row(size: int, variant: Variant) -> dict:
+        rate, reference = best.get((size, variant.name)), best.get((size, BASELINE))
         return {
             "bench": "learner",
             "variant": variant.name,
             "auto": variant.name == auto_name,
             "updates_per_s": round(rate, 3) if rate is not None else None,
             "vs_baseline": round(rate / reference, 3) if rate and reference else None,
-            "error": errors.get(variant.name),
+            "error": errors.get((size, variant.name)),
             "device": machine,
-            "batch_size": args.batch_size,
-            "obs_shape": list(obs_shape),
+            "preset": args.preset,
+            "batch_size": cfg.batch_size,
+            "obs_shape": [9, size, size],
             "seconds": args.seconds,
             "rounds": args.rounds,
             "torch": torch.__version__,
@@ -192,15 +198,30 @@ def learner_bench(
 
     rows: list[dict] = []
     for round_index in range(args.rounds):
-        for variant in variants:
-            if variant.name not in errors:
-                rate = measure_variant(variant, obs_shape, cfg, batch, args.seconds, errors)
-                if rate is not None:
-                    best[variant.name] = max(best.get(variant.name, 0.0), rate)
-            if round_index == args.rounds - 1:  # its final figure: the baseline's is in too
-                rows.append(row(variant))
-                on_row(rows[-1])
+        for size in args.image_size:
+            obs_shape = (9, size, size)
+            batch = random_batch(cfg.batch_size, obs_shape)
+            for variant in variants:
+                key = (size, variant.name)
+                if key not in errors:
+                    failure: dict[str, str] = {}
+                    rate = measure_variant(variant, obs_shape, cfg, batch, args.seconds, failure)
+                    if rate is not None:
+                        best[key] = max(best.get(key, 0.0), rate)
+                    else:
+                        errors[key] = failure[variant.name]
+                if round_index == args.rounds - 1:  # its final figure: the baseline's is in too
+                    rows.append(row(size, variant))
+                    on_row(rows[-1])
     return rows
+
+
+def bench_learner_config(args: LearnerBenchArgs, device: torch.device) -> LearnerConfig:
+    """The preset's learner on `device`, at `--batch-size` when given."""
+    from launch.config import PRESETS  # the presets compose every part; only this bench needs them
+
+    cfg = dataclasses.replace(PRESETS[args.preset]().learner, device=device.type)
+    return dataclasses.replace(cfg, batch_size=args.batch_size) if args.batch_size else cfg
 
 
 def measure_variant(
@@ -229,15 +250,17 @@ def measure_variant(
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'variant':<26} {'updates/s':>10} {'vs baseline':>12}")
+    print(f"{'variant':<26} {'image':>6} {'updates/s':>10} {'vs baseline':>12}")
     for row in rows:
+        size = f"{row['obs_shape'][-1]}"
         mark = "  <- auto" if row["auto"] else ""
         if row["updates_per_s"] is None:
-            print(f"{row['variant']:<26} {'failed':>10} {'-':>12}  {row['error']}")
+            print(f"{row['variant']:<26} {size:>6} {'failed':>10} {'-':>12}  {row['error']}")
             continue
         ratio = f"{row['vs_baseline']:.2f}x" if row["vs_baseline"] else "-"
-        print(f"{row['variant']:<26} {row['updates_per_s']:>10.3f} {ratio:>12}{mark}")
-    print(f"device: {rows[0]['device']}, batch {rows[0]['batch_size']}, obs {rows[0]['obs_shape']}")
+        print(f"{row['variant']:<26} {size:>6} {row['updates_per_s']:>10.3f} {ratio:>12}{mark}")
+    first = rows[0]
+    print(f"device: {first['device']}, preset {first['preset']}, batch {first['batch_size']}")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -11,6 +11,7 @@ sampler runs beside the learner (see `sacae bench feed` where it exists).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -20,7 +21,6 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from learner.config import LearnerConfig
 from learner.learning import SacAeLearner, pick_device
 from learner.networks import ConvTrunk, Decoder, QFunction
 
@@ -119,20 +119,19 @@ def split_times(events, on_cuda: bool) -> dict[str, float]:
 
 def profile_update(args: LearnerBenchArgs) -> dict:
     """Profile `args.profile_updates` updates (eager); print and return the split."""
-    from learner.bench import random_batch
+    from learner.bench import bench_learner_config, random_batch
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    obs_shape = (9, args.image_size, args.image_size)
-    cfg = LearnerConfig(
-        batch_size=args.batch_size,
-        device=device.type,
+    obs_shape = (9, args.image_size[0], args.image_size[0])
+    cfg = dataclasses.replace(
+        bench_learner_config(args, device),
         precision=args.profile_precision,
         channels_last=args.profile_channels_last,
     )
     learner = SacAeLearner(obs_shape, 3, cfg)
-    batch = random_batch(args.batch_size, obs_shape)
+    batch = random_batch(cfg.batch_size, obs_shape)
     for _ in range(2):
         learner.update(batch)
     to_device = learner.to_device
@@ -170,7 +169,7 @@ def profile_update(args: LearnerBenchArgs) -> dict:
         "bench": "learner_profile",
         "numerics": learner.numerics.describe(),
         "device": torch.cuda.get_device_name() if on_cuda else f"cpu x{torch.get_num_threads()}",
-        "batch_size": args.batch_size,
+        "batch_size": cfg.batch_size,
         "updates": updates,
         "wall_ms_per_update": round(1000 * wall_s / updates, 2),
         "ms_per_update": {k: round(totals.get(k, 0.0) / 1000 / updates, 3) for k in COMPONENTS},

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
-from learner.bench import LearnerBenchArgs, bench_variants, learner_bench, print_table
+from launch.config import PRESETS
+from learner.bench import (
+    BASELINE,
+    LearnerBenchArgs,
+    bench_learner_config,
+    bench_variants,
+    learner_bench,
+    print_table,
+)
 
 
 def test_cuda_adds_compile_and_graph_rows_of_the_auto_variant():
@@ -27,7 +38,7 @@ def test_a_failing_optional_row_reports_its_error_and_the_others_still_measure(c
     # CUDA graphs asked for on the CPU: the learner refuses, the row says why, the rest is measured.
     args = LearnerBenchArgs(
         batch_size=4,
-        image_size=48,
+        image_size=(48,),
         seconds=0.01,
         variants="auto",
         baseline=False,
@@ -44,3 +55,40 @@ def test_a_failing_optional_row_reports_its_error_and_the_others_still_measure(c
     assert failed["variant"].endswith(" graphs") and failed["updates_per_s"] is None
     assert "learner.cuda_graphs" in failed["error"]
     assert "failed" in capsys.readouterr().out
+
+
+def test_preset_learner_at_several_sizes_each_against_its_own_baseline(capsys):
+    args = LearnerBenchArgs(
+        preset="carracing-cpu",
+        image_size=(40, 32),
+        seconds=0.01,
+        variants="auto",
+        device="cpu",
+        threads=1,
+    )
+    rows = learner_bench(args)
+    print_table(rows)
+    assert [(r["obs_shape"][-1], r["variant"] == BASELINE) for r in rows] == [
+        (40, True),
+        (40, False),
+        (32, True),
+        (32, False),
+    ]
+    preset = PRESETS["carracing-cpu"]().learner
+    assert all(
+        r["batch_size"] == preset.batch_size == 64 and r["preset"] == "carracing-cpu" for r in rows
+    )
+    for baseline, auto in (rows[:2], rows[2:]):
+        # Both rates are rounded to 3 decimals in the row, the ratio from the unrounded ones.
+        ratio = auto["updates_per_s"] / baseline["updates_per_s"]
+        assert auto["vs_baseline"] == pytest.approx(ratio, abs=0.005)
+    # The preset's networks are what is measured: the learner built for a row has its widths.
+    cfg = bench_learner_config(args, torch.device("cpu"))
+    assert (cfg.num_filters, cfg.hidden_dim, cfg.augment_shift) == (16, 512, 4)
+    assert (
+        bench_learner_config(
+            dataclasses.replace(args, batch_size=8), torch.device("cpu")
+        ).batch_size
+        == 8
+    )
+    assert " 32 " in capsys.readouterr().out
