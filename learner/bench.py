@@ -14,7 +14,7 @@ import dataclasses
 import gc
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import tyro
 
+from common.validation import require
 from learner.config import LearnerConfig
 from learner.learning import SacAeLearner, pick_device
 from learner.precision import resolve_numerics
@@ -62,6 +63,8 @@ def measure_updates_per_s(
     return count / (time.perf_counter() - start)
 
 
+RECIPE: Mapping[str, LearnerConfig] = {"carracing": LearnerConfig()}
+"""The presets this package knows by itself: the recipe's learner (`sacae train`'s default)."""
 BASELINE = "baseline fp32 cl-off"
 """The straightforward update's row: every other row at the same image size is compared with it."""
 
@@ -95,8 +98,8 @@ class Variant:
 class LearnerBenchArgs:
     """Learner throughput on random pixel batches, one row per precision variant."""
 
-    preset: Literal["carracing", "carracing-cpu"] = "carracing"
-    """Whose learner to measure (`sacae train --preset`): its networks, batch size and augmentation. carracing: the SAC-AE recipe."""
+    preset: str = "carracing"
+    """Whose learner to measure (`sacae train --preset`, e.g. carracing-cpu): its networks, batch size and augmentation. carracing: the SAC-AE recipe."""
     batch_size: int = 0
     """Transitions per update; 0 = the preset's (carracing: 128)."""
     image_size: tuple[int, ...] = (84,)
@@ -157,7 +160,9 @@ def bench_variants(args: LearnerBenchArgs, device: torch.device) -> tuple[list[V
 
 
 def learner_bench(
-    args: LearnerBenchArgs, on_row: Callable[[dict], None] = lambda row: None
+    args: LearnerBenchArgs,
+    on_row: Callable[[dict], None] = lambda row: None,
+    presets: Mapping[str, LearnerConfig] = RECIPE,
 ) -> list[dict]:
     """Measure every variant; returns one row (a dict) per variant.
 
@@ -167,7 +172,7 @@ def learner_bench(
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    cfg = bench_learner_config(args, device)
+    cfg = bench_learner_config(args, device, presets)
     variants, auto_name = bench_variants(args, device)
     machine = (
         torch.cuda.get_device_name()
@@ -216,11 +221,16 @@ def learner_bench(
     return rows
 
 
-def bench_learner_config(args: LearnerBenchArgs, device: torch.device) -> LearnerConfig:
-    """The preset's learner on `device`, at `--batch-size` when given."""
-    from launch.config import PRESETS  # the presets compose every part; only this bench needs them
+def bench_learner_config(
+    args: LearnerBenchArgs, device: torch.device, presets: Mapping[str, LearnerConfig] = RECIPE
+) -> LearnerConfig:
+    """The preset's learner on `device`, at `--batch-size` when given.
 
-    cfg = dataclasses.replace(PRESETS[args.preset]().learner, device=device.type)
+    `presets` maps preset names to their learner configs; `sacae bench learner` hands in every
+    preset of `launch.config` (this package may not import launch).
+    """
+    require(args.preset in presets, "preset", args.preset, f"one of {', '.join(sorted(presets))}")
+    cfg = dataclasses.replace(presets[args.preset], device=device.type)
     return dataclasses.replace(cfg, batch_size=args.batch_size) if args.batch_size else cfg
 
 
@@ -263,12 +273,14 @@ def print_table(rows: list[dict]) -> None:
     print(f"device: {first['device']}, preset {first['preset']}, batch {first['batch_size']}")
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(
+    argv: list[str] | None = None, presets: Mapping[str, LearnerConfig] = RECIPE
+) -> list[dict]:
     args = tyro.cli(LearnerBenchArgs, args=argv)
     if args.profile:
         from learner.profile import profile_update
 
-        return [profile_update(args)]
-    rows = learner_bench(args, on_row=lambda row: print(json.dumps(row), flush=True))
+        return [profile_update(args, presets)]
+    rows = learner_bench(args, lambda row: print(json.dumps(row), flush=True), presets)
     print_table(rows)
     return rows

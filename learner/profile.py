@@ -25,7 +25,10 @@ from learner.learning import SacAeLearner, pick_device
 from learner.networks import ConvTrunk, Decoder, QFunction
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from learner.bench import LearnerBenchArgs
+    from learner.config import LearnerConfig
 
 PREFIX = "sacae:"
 COMPONENTS = (
@@ -117,7 +120,7 @@ def split_times(events, on_cuda: bool) -> dict[str, float]:
     return dict(totals)
 
 
-def profile_update(args: LearnerBenchArgs) -> dict:
+def profile_update(args: LearnerBenchArgs, presets: Mapping[str, LearnerConfig]) -> dict:
     """Profile `args.profile_updates` updates (eager); print and return the split."""
     from learner.bench import bench_learner_config, random_batch
 
@@ -126,7 +129,7 @@ def profile_update(args: LearnerBenchArgs) -> dict:
     device = pick_device(args.device)
     obs_shape = (9, args.image_size[0], args.image_size[0])
     cfg = dataclasses.replace(
-        bench_learner_config(args, device),
+        bench_learner_config(args, device, presets),
         precision=args.profile_precision,
         channels_last=args.profile_channels_last,
     )

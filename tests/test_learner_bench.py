@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from common.validation import ConfigError
 from launch.config import PRESETS
 from learner.bench import (
     BASELINE,
@@ -66,7 +67,8 @@ def test_preset_learner_at_several_sizes_each_against_its_own_baseline(capsys):
         device="cpu",
         threads=1,
     )
-    rows = learner_bench(args)
+    presets = {name: make().learner for name, make in PRESETS.items()}
+    rows = learner_bench(args, presets=presets)
     print_table(rows)
     assert [(r["obs_shape"][-1], r["variant"] == BASELINE) for r in rows] == [
         (40, True),
@@ -83,12 +85,13 @@ def test_preset_learner_at_several_sizes_each_against_its_own_baseline(capsys):
         ratio = auto["updates_per_s"] / baseline["updates_per_s"]
         assert auto["vs_baseline"] == pytest.approx(ratio, abs=0.005)
     # The preset's networks are what is measured: the learner built for a row has its widths.
-    cfg = bench_learner_config(args, torch.device("cpu"))
+    cfg = bench_learner_config(args, torch.device("cpu"), presets)
     assert (cfg.num_filters, cfg.hidden_dim, cfg.augment_shift) == (16, 512, 4)
-    assert (
-        bench_learner_config(
-            dataclasses.replace(args, batch_size=8), torch.device("cpu")
-        ).batch_size
-        == 8
-    )
+    smaller = dataclasses.replace(args, batch_size=8)
+    assert bench_learner_config(smaller, torch.device("cpu"), presets).batch_size == 8
     assert " 32 " in capsys.readouterr().out
+
+
+def test_an_unknown_preset_is_named_with_the_known_ones():
+    with pytest.raises(ConfigError, match="carracing-cpu"):  # only the recipe without launch's
+        bench_learner_config(LearnerBenchArgs(preset="carracing-cpu"), torch.device("cpu"))
