@@ -49,11 +49,12 @@ class EnvConfig:
             self.crop,
             "0 <= top < bottom and 0 <= left < right",
         )
+        side = min(bottom - top, right - left)
         require(
-            self.image_size == 0 or 1 <= self.image_size <= min(bottom - top, right - left),
+            self.image_size == 0 or 1 <= self.image_size <= side,
             "env.image_size",
             self.image_size,
-            f"0 (keep the crop) or 1..{min(bottom - top, right - left)} (it only shrinks the crop)",
+            f"0 (keep the crop) or 1..{side} (it only shrinks the crop)",
         )
         require(
             self.action_map in ACTION_MAPS,

@@ -1,9 +1,10 @@
 """Area resize of uint8 frames: each output pixel is the mean of the source area it covers.
 
 Plain numpy: two small weight matrices, computed once per size, so a resize is two matmuls per
-channel (84x84x3 -> 64x64: about 0.1 ms, against ~7 ms to render the frame). Exact area averaging also for factors that are not whole
-numbers (84 -> 64), unlike pooling with integer bins; only downscaling is supported, where area
-averaging is the standard anti-aliased choice (OpenCV's INTER_AREA).
+channel (84x84x3 -> 64x64: about 0.1 ms, against ~7 ms to render the frame). Exact area averaging
+also for factors that are not whole numbers (84 -> 64), unlike pooling with integer bins; only
+downscaling is supported, where area averaging is the standard anti-aliased choice (OpenCV's
+INTER_AREA).
 """
 
 from __future__ import annotations

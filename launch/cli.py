@@ -91,9 +91,9 @@ def cmd_bench(argv: list[str]) -> int:
         bench.main(argv[1:], start_ray=lambda num_cpus: init_ray(LOCAL, num_cpus=num_cpus))
     elif argv[0] == "learner":
         # The learner's bench measures any preset's learner; the presets live here in launch.
-        from launch.config import PRESETS
+        from launch.config import learner_presets
 
-        bench.main(argv[1:], presets={name: make().learner for name, make in PRESETS.items()})
+        bench.main(argv[1:], presets=learner_presets())
     else:
         bench.main(argv[1:])
     return 0

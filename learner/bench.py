@@ -209,12 +209,11 @@ def learner_bench(
             for variant in variants:
                 key = (size, variant.name)
                 if key not in errors:
-                    failure: dict[str, str] = {}
-                    rate = measure_variant(variant, obs_shape, cfg, batch, args.seconds, failure)
-                    if rate is not None:
+                    rate, error = measure_variant(variant, obs_shape, cfg, batch, args.seconds)
+                    if error is None:
                         best[key] = max(best.get(key, 0.0), rate)
                     else:
-                        errors[key] = failure[variant.name]
+                        errors[key] = error
                 if round_index == args.rounds - 1:  # its final figure: the baseline's is in too
                     rows.append(row(size, variant))
                     on_row(rows[-1])
@@ -240,20 +239,19 @@ def measure_variant(
     cfg: LearnerConfig,
     batch: SampledBatch,
     seconds: float,
-    errors: dict[str, str],
-) -> float | None:
-    """Updates/s of one variant, or None with its error in `errors` if an optional row fails."""
+) -> tuple[float | None, str | None]:
+    """(updates/s, None) of one variant, or (None, its error) if an optional row fails."""
     try:
         learner = variant.learner(obs_shape, cfg)
         # Past the graphs' eager warm-up and the capture of both phases.
         warmup = 12 if variant.cuda_graphs else 5 if variant.compile else 2
-        return measure_updates_per_s(learner, batch, seconds, warmup=warmup)
+        return measure_updates_per_s(learner, batch, seconds, warmup=warmup), None
     except (RuntimeError, ValueError) as error:
         if not variant.optional:
             raise
-        errors[variant.name] = f"{type(error).__name__}: {str(error)[:300]}"
-        print(f"bench learner: {variant.name} failed: {errors[variant.name]}", flush=True)
-        return None
+        message = f"{type(error).__name__}: {str(error)[:300]}"
+        print(f"bench learner: {variant.name} failed: {message}", flush=True)
+        return None, message
     finally:
         learner = None
         gc.collect()

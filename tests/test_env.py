@@ -31,6 +31,7 @@ from actors.spec import (
     map_action,
 )
 from common.validation import ConfigError
+from tests.test_resize import area_mean
 
 BLOCK_FRAMES = 12
 LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
@@ -168,12 +169,7 @@ PIPELINES = {
 
 
 def area_resize(frame: np.ndarray, size: int) -> np.ndarray:
-    """Area averaging, the obvious way: blow each pixel up into a size x size block (an image of
-    H*size x W*size), then average blocks of H x W, which cover exactly one output pixel's area."""
-    c, h, w = frame.shape
-    big = frame.astype(np.float64).repeat(size, axis=1).repeat(size, axis=2)
-    mean = big.reshape(c, size, h, size, w).mean(axis=(2, 4))
-    return np.rint(mean).astype(np.uint8)
+    return np.rint(area_mean(frame, size, size)).astype(np.uint8)
 
 
 @pytest.mark.parametrize("name", list(PIPELINES))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common.validation import ConfigError
-from launch.config import PRESETS
+from launch.config import PRESETS, learner_presets
 from learner.bench import (
     BASELINE,
     LearnerBenchArgs,
@@ -67,7 +67,7 @@ def test_preset_learner_at_several_sizes_each_against_its_own_baseline(capsys):
         device="cpu",
         threads=1,
     )
-    presets = {name: make().learner for name, make in PRESETS.items()}
+    presets = learner_presets()
     rows = learner_bench(args, presets=presets)
     print_table(rows)
     assert [(r["obs_shape"][-1], r["variant"] == BASELINE) for r in rows] == [

@@ -8,7 +8,9 @@ import pytest
 from actors.resize import AreaResize, area_weights
 
 
-def brute_force(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+def area_mean(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area averaging, the obvious way: blow each pixel up into a height x width block (an image of
+    H*height x W*width), then average blocks of H x W, which cover exactly one output pixel's area."""
     c, h, w = frame.shape
     big = frame.astype(np.float64).repeat(height, axis=1).repeat(width, axis=2)
     return big.reshape(c, height, h, width, w).mean(axis=(2, 4))
@@ -21,7 +23,7 @@ def test_matches_the_area_mean(src: tuple[int, int], dst: tuple[int, int]) -> No
     frame = np.random.default_rng(0).integers(0, 256, (3, *src), dtype=np.uint8)
     out = AreaResize(src, dst)(frame)
     assert out.dtype == np.uint8 and out.shape == (3, *dst)
-    exact = brute_force(frame, *dst)
+    exact = area_mean(frame, *dst)
     # float32 weights: the rounding differs from the exact mean only at a .5 tie, by one step.
     assert np.abs(out.astype(np.float64) - exact).max() <= 0.5 + 1e-3
     assert np.count_nonzero(out != np.rint(exact)) <= out.size // 1000
