@@ -181,7 +181,7 @@ def write_index(out_dir: Path) -> Path:
         seeds = r["seeds"].values()
         evals = ", ".join(eval_cell(s["eval"]) for s in seeds)
         frames = ", ".join(str(s["eval"]["counters"]["env_frames"]) for s in seeds)
-        minutes = ", ".join(f"{s['wall_s'] / 60:.0f}" for s in seeds)
+        minutes = ", ".join(f"{trained_s(s) / 60:.0f}" for s in seeds)
         rows.append(
             f"| [{path.stem}]({path.name}) | {r['preset']} | {r['machine']['cpu']} | "
             f"{len(r['seeds'])} | {frames} | {minutes} | {evals} | `{r['command']}` |"
@@ -189,6 +189,12 @@ def write_index(out_dir: Path) -> Path:
     index = out_dir / "README.md"
     index.write_text("\n".join(rows) + "\n")
     return index
+
+
+def trained_s(seed_report: dict) -> float:
+    """Seconds the seed trained, over all its resumes (the checkpoint's `train_s`); reports written
+    before that counter existed have only this invocation's `wall_s`."""
+    return seed_report["eval"]["counters"].get("train_s", seed_report["wall_s"])
 
 
 def report_name(base: str, out_dir: Path, runs_dir: Path, seeds: tuple[int, ...]) -> str:
@@ -234,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["config"] = json.loads(cfg.to_json())
         report["seeds"][str(seed)] = {
             "run_dir": str(run_dir),
-            "wall_s": wall_s,
+            "wall_s": wall_s,  # this invocation, from start-up to the end of training
             "eval": final_eval(run_dir, args.eval_episodes),
             "curve": curve_points(run_dir),
         }

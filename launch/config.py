@@ -21,7 +21,7 @@ class RunConfig:
     total_env_frames: int = 2_000_000
     """Stop after this many env frames (agent steps times action repeat)."""
     max_seconds: float = 0.0
-    """Also stop after this many seconds of training (0 = no time limit)."""
+    """Also stop after this many seconds of training, summed over resumes (0 = no time limit)."""
     run_dir: str = ""
     """Run directory; empty means runs/<date>-<time>."""
     serial: bool = False

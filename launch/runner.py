@@ -31,6 +31,9 @@ class Counters:
     updates: int = 0
     episodes: int = 0
     incarnation: int = 0
+    train_s: float = 0.0
+    """Seconds trained over all incarnations: the clock `run.max_seconds` stops, so a resumed run
+    gets what is left of its time budget, not a new one."""
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,6 +97,7 @@ class Runner:
         self.checkpoint_due = Every(cfg.run.checkpoint_every_updates, c.updates)
         self.log_due = Every(cfg.run.log_every_s, time.monotonic())
         self.started = time.monotonic()
+        self.trained_before_s = self.counters.train_s
         self.window = Window()
         self.curve: list[tuple[int, float, float]] = []
         self.last_learner_row: dict[str, float] = {}
@@ -104,11 +108,14 @@ class Runner:
 
     # -- progress ---------------------------------------------------------------------------------
 
+    def trained_s(self) -> float:
+        """Seconds trained so far, earlier incarnations included."""
+        return self.trained_before_s + time.monotonic() - self.started
+
     def running(self) -> bool:
         """Frames left in the budget, and time left when `run.max_seconds` is set."""
-        over_time = (
-            self.cfg.run.max_seconds and time.monotonic() - self.started > self.cfg.run.max_seconds
-        )
+        limit = self.cfg.run.max_seconds
+        over_time = limit and self.trained_s() > limit
         return self.counters.env_frames < self.cfg.run.total_env_frames and not over_time
 
     def on_collect(self, stats: CollectStats) -> None:
@@ -164,6 +171,7 @@ class Runner:
 
     def save_checkpoint(self, learner_state: dict) -> None:
         self.counters.updates = int(learner_state["updates"])
+        self.counters.train_s = self.trained_s()
         self.run.save_checkpoint(learner_state, self.counters.as_dict(), self.cfg)
 
     def write_row(self, extra: dict[str, float] | None = None) -> None:
@@ -176,6 +184,7 @@ class Runner:
                 "counters/env_frames": c.env_frames,
                 "counters/env_steps": c.env_steps,
                 "counters/episodes": c.episodes,
+                "counters/train_s": self.trained_s(),
                 "actors/env_frames_per_s": w.collected.env_frames / elapsed,
                 "actors/restarts": self.actor_restarts,
             }

@@ -30,7 +30,10 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     assert path.stem in index and f"{seed['eval']['mean']:.0f} ± 0 (n=1)" in index
     # Run again: the seed's run directory is resumed, not started over.
     again = main([*argv[:5], "400", *argv[6:]])
-    assert again["seeds"]["3"]["eval"]["counters"]["incarnation"] == 1
+    counters = again["seeds"]["3"]["eval"]["counters"]
+    assert counters["incarnation"] == 1
+    # The training clock continues from the first run's count instead of starting over.
+    assert counters["train_s"] > seed["eval"]["counters"]["train_s"] > 0
 
 
 def test_index_gives_the_95_percent_interval_of_the_mean():

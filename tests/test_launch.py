@@ -253,3 +253,33 @@ def test_samples_per_insert_is_left_out_of_a_window_without_inserts():
     idle = replay_metrics([dict(shard, inserts_per_s=0.0, samples_per_s=128.0)], action_repeat=4)
     assert "replay/samples_per_insert" not in idle  # not 0: the learner sampled 128/s
     assert idle["learner/env_frames_consumed_per_s"] == 512.0
+
+
+def test_a_resumed_run_gets_what_is_left_of_its_time_budget(tmp_path):
+    cfg = PRESETS["smoke"]()
+    cfg = dataclasses.replace(
+        cfg,
+        run=dataclasses.replace(
+            cfg.run, run_dir=str(tmp_path), progress_bar=False, max_seconds=3600.0
+        ),
+    )
+    spec = EnvSpec((3, 8, 8), 3, (-1.0, 0.0, 0.0), (1.0, 1.0, 1.0), ("steer", "gas", "brake"), 50.0)
+    run = RunDir.create(cfg)
+    fresh = Runner(cfg, run, None, spec)
+    assert fresh.running()
+    fresh.close()
+    # A checkpoint that had trained 3590 s: the count goes on from there, and past the hour the
+    # run stops whatever this incarnation's own age.
+    saved = {"learner": {}, "counters": {"env_frames": 500, "updates": 9, "train_s": 3590.0}}
+    resumed = Runner(cfg, run, saved, spec)
+    assert resumed.counters.train_s == 3590.0 and resumed.trained_s() >= 3590.0
+    resumed.save_checkpoint({"updates": 10})
+    assert load_checkpoint(tmp_path)["counters"]["train_s"] >= 3590.0
+    resumed.close()
+    over = Runner(cfg, run, {**saved, "counters": {**saved["counters"], "train_s": 3601.0}}, spec)
+    assert not over.running() and over.counters.incarnation == 1
+    over.close()
+    # A checkpoint written before the counter existed resumes with a full budget.
+    old = Runner(cfg, run, {"learner": {}, "counters": {"env_frames": 500, "updates": 9}}, spec)
+    assert old.counters.train_s == 0.0 and old.running()
+    old.close()
