@@ -55,6 +55,9 @@ class LearningArgs:
     """Where the report JSON and plot go."""
     tag: str = ""
     """Extra words for the report's file name (e.g. an ablation: 'no-aids')."""
+    name: str = ""
+    """The report's file name (no suffix) instead of `<date>-<preset>-<tag>-cpu<cores>`; running the
+    same name again resumes its seeds' runs, on any day (`sacae bench ablation` names its arms)."""
 
 
 def machine() -> dict:
@@ -219,7 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: --preset {args.preset!r} is unknown: allowed {sorted(PRESETS)}")
     date = time.strftime("%Y-%m-%d")
     base = "-".join(filter(None, [date, args.preset, args.tag, f"cpu{os.cpu_count()}"]))
-    name = report_name(base, args.out_dir, args.runs_dir, args.seeds)
+    if args.name and Path(args.name).name != args.name:
+        raise SystemExit(f"error: --name {args.name!r} is not a plain file name: drop the folders")
+    name = args.name or report_name(base, args.out_dir, args.runs_dir, args.seeds)
     report: dict = {
         "preset": args.preset,
         "machine": machine(),

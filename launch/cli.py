@@ -2,7 +2,7 @@
 
 sacae train [--preset carracing|carracing-cpu|smoke] [--resume RUN_DIR] [--learner.batch-size 64 ...]
 sacae eval --checkpoint PATH [--episodes 100] [--video PATH]
-sacae bench {learner,env,replay,scaling,feed,faults,learning} [...]
+sacae bench {learner,env,replay,scaling,feed,faults,learning,ablation} [...]
 sacae export --run-dir RUN out.parquet
 """
 
@@ -75,6 +75,7 @@ def cmd_bench(argv: list[str]) -> int:
         "replay": "replay.bench",
         "scaling": "launch.bench_scaling",
         "learning": "launch.bench_learning",
+        "ablation": "launch.bench_ablation",
         "faults": "launch.bench_faults",
         "feed": "launch.bench_feed",
     }

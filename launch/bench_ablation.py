@@ -1,0 +1,210 @@
+"""`sacae bench ablation`: the preset as is (the base arm) and the preset with one change per arm,
+each trained over the same seeds and budget by `sacae bench learning`, then one table of every arm
+against the base.
+
+Each arm is an ordinary learning report, `<name>-<arm>.json` in `benchmarks/learning/`, so it is
+listed in the index with its own command. The comparison goes to
+`benchmarks/learning/ablations/<name>.{json,md,png}`. Running the same command again (same
+`--name`) skips the arms whose report has every seed, and resumes the others' run directories, with
+what is left of each seed's time budget: an ablation of 2-hour runs can span several sittings.
+
+How far apart two arms are is judged over seeds, not tracks: the final policy of one seed is one
+draw of the training's outcome, and the 100 tracks only pin down that draw's mean. With 2 seeds per
+arm the exact permutation test cannot go below p = 1/3 (two-sided), and the table says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from launch import bench_learning
+
+BASE = "base"
+DEFAULT_ARMS = (
+    "no-early-stop: --env.no-progress-steps 0",
+    "no-shift: --learner.augment-shift 0",
+    "no-skip-zoom: --env.no-skip-zoom",
+)
+"""The CarRacing aids of `carracing-cpu` (deviation 14), each turned off in its own arm."""
+ARM_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+@dataclass(frozen=True)
+class AblationArgs:
+    """Train a preset and one variant per arm over the same seeds and budget; compare them."""
+
+    preset: str = "carracing-cpu"
+    """Preset of the base arm; every arm is this preset plus its own overrides."""
+    arms: tuple[str, ...] = DEFAULT_ARMS
+    """`name: train overrides`, e.g. 'ar8: --env.action-repeat 8'; the base arm always runs first."""
+    seeds: tuple[int, ...] = (0, 1)
+    """Seeds of every arm (at least 2 to compare arms at all)."""
+    minutes: float = 0.0
+    """Wall-clock minutes of training per seed (0 = the preset's run.max_seconds)."""
+    frames: int = 0
+    """Env frames per seed (0 = the preset's run.total_env_frames)."""
+    eval_episodes: int = 100
+    """Final evaluation episodes per seed, each on a fresh stock track."""
+    serial: bool = False
+    """Train in one process instead of the distributed default."""
+    name: str = ""
+    """Stem of the reports' names; empty means `<date>-<preset>-ablation`. Give the same name to
+    resume an ablation on a later day."""
+    runs_dir: Path = Path("runs/learning")
+    """Where the seeds' run directories go."""
+    out_dir: Path = Path("benchmarks/learning")
+    """Where the arms' reports go; the comparison goes to its `ablations/` folder."""
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """`'name: --a 1 --b'` -> ('name', ['--a', '1', '--b'])."""
+    name, sep, rest = text.partition(":")
+    name, overrides = name.strip(), shlex.split(rest)
+    if not sep or not ARM_NAME.fullmatch(name) or name == BASE:
+        raise SystemExit(
+            f"error: --arms {text!r} is invalid: write 'name: --section.field value ...' with a "
+            f"name of lower-case letters, digits and dashes, other than {BASE!r}"
+        )
+    if not overrides:
+        raise SystemExit(f"error: --arms {text!r} changes nothing: give its train overrides")
+    return name, overrides
+
+
+def permutation_p(base: list[float], arm: list[float]) -> float:
+    """Exact two-sided permutation p-value of the difference of means: the fraction of all ways to
+    split the pooled seed means into groups of these sizes whose difference is at least as large
+    in magnitude as the observed one."""
+    pooled = np.asarray(base + arm)
+    observed = abs(np.mean(arm) - np.mean(base))
+    splits = list(itertools.combinations(range(len(pooled)), len(arm)))
+    extreme = 0
+    for chosen in splits:
+        mask = np.zeros(len(pooled), dtype=bool)
+        mask[list(chosen)] = True
+        extreme += abs(pooled[mask].mean() - pooled[~mask].mean()) >= observed - 1e-9
+    return extreme / len(splits)
+
+
+def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[dict]:
+    """One row per arm: its seeds' eval means, their mean, and the difference to the base arm."""
+    base = [s["eval"]["mean"] for s in reports[BASE]["seeds"].values()]
+    rows = []
+    for arm, report in reports.items():
+        means = [s["eval"]["mean"] for s in report["seeds"].values()]
+        row = {
+            "arm": arm,
+            "overrides": overrides[arm],
+            "seed_means": means,
+            "mean": float(np.mean(means)),
+            "trained_min": [bench_learning.trained_s(s) / 60 for s in report["seeds"].values()],
+        }
+        if arm != BASE:
+            row["delta"] = row["mean"] - float(np.mean(base))
+            if len(means) >= 2 and len(base) >= 2:
+                row["p"] = permutation_p(base, means)
+        rows.append(row)
+    return rows
+
+
+def markdown(name: str, rows: list[dict], command: str) -> str:
+    lines = [
+        f"# Ablation {name}",
+        "",
+        f"`{command}`",
+        "",
+        "Final eval per seed: deterministic policy, mean over fresh stock tracks. p: exact two-sided",
+        "permutation test over seed means (with n and m seeds it cannot go below 2 / C(n+m, n):",
+        "1/3 for 2 seeds per arm, so 2 seeds can only show a direction, not settle it).",
+        "",
+        "| arm | overrides | minutes/seed | eval mean per seed | mean over seeds | vs base | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['arm']} | `{' '.join(r['overrides'])}` | "
+            f"{', '.join(f'{m:.0f}' for m in r['trained_min'])} | "
+            f"{', '.join(f'{m:.0f}' for m in r['seed_means'])} | {r['mean']:.0f} | "
+            + (f"{r['delta']:+.0f}" if "delta" in r else "") + " | "
+            + (f"{r['p']:.2f}" if "p" in r else "") + " |"
+        )  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(reports: dict[str, dict], path: Path) -> None:
+    """Every seed's curve, one colour per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (arm, report) in enumerate(reports.items()):
+        for j, run in enumerate(report["seeds"].values()):
+            if run["curve"]:
+                frames, means, _ = zip(*run["curve"], strict=True)
+                ax.plot(frames, means, color=f"C{i}", marker="o", label=None if j else arm)
+    ax.axhline(bench_learning.RANDOM_POLICY_RETURN, color="red", linestyle=":", label="random")
+    ax.set_xlabel("env frames")
+    ax.set_ylabel("eval return")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def arm_report(args: AblationArgs, stem: str, arm: str, overrides: list[str]) -> dict:
+    """The arm's learning report: read when it has every seed, trained (or resumed) otherwise."""
+    path = args.out_dir / f"{stem}-{arm}.json"
+    if path.exists():
+        report = json.loads(path.read_text())
+        if all(str(seed) in report["seeds"] for seed in args.seeds):
+            print(f"sacae: arm {arm}: report {path} has every seed", flush=True)
+            return report
+    argv = ["--preset", args.preset, "--seeds", *map(str, args.seeds)]
+    argv += ["--minutes", str(args.minutes)] if args.minutes else []
+    argv += ["--frames", str(args.frames)] if args.frames else []
+    argv += ["--serial"] if args.serial else []
+    argv += ["--eval-episodes", str(args.eval_episodes), "--name", f"{stem}-{arm}"]
+    argv += ["--runs-dir", str(args.runs_dir), "--out-dir", str(args.out_dir)]
+    return bench_learning.main([*argv, "--", *overrides])
+
+
+def check_arms(preset: str, common: list[str], arms: dict[str, list[str]]) -> None:
+    """Parse every arm's config before any trains: a typo in the last arm fails now, not after
+    hours of training the others."""
+    from launch.cli import parse_train_args
+
+    for overrides in arms.values():
+        parse_train_args(["--preset", preset, *common, *overrides])
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """`sacae bench ablation [options] [-- overrides for every arm]`."""
+    argv = list(argv or [])
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, common = tyro.cli(AblationArgs, args=argv[:split]), argv[split + 1 :]
+    arms = dict([(BASE, [])] + [parse_arm(text) for text in args.arms])
+    if len(arms) != len(args.arms) + 1:
+        raise SystemExit(f"error: --arms {list(args.arms)} repeats an arm name")
+    check_arms(args.preset, common, arms)
+    stem = args.name or f"{time.strftime('%Y-%m-%d')}-{args.preset}-ablation"
+    reports = {arm: arm_report(args, stem, arm, [*common, *o]) for arm, o in arms.items()}
+    rows = compare(reports, arms)
+    folder = args.out_dir / "ablations"
+    folder.mkdir(parents=True, exist_ok=True)
+    command = "sacae bench ablation " + shlex.join(argv)
+    (folder / f"{stem}.json").write_text(json.dumps({"command": command, "arms": rows}, indent=1))
+    (folder / f"{stem}.md").write_text(markdown(stem, rows, command))
+    plot(reports, folder / f"{stem}.png")
+    print(json.dumps({"ablation": stem, "arms": rows}), flush=True)
+    return rows

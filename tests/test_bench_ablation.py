@@ -1,0 +1,94 @@
+"""`sacae bench ablation`: arm parsing, the comparison over seeds, and a tiny serial ablation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from launch.bench_ablation import BASE, compare, main, markdown, parse_arm, permutation_p
+
+
+def test_arms_parse_into_a_name_and_train_overrides():
+    assert parse_arm("ar8: --env.action-repeat 8 --env.no-progress-steps 13") == (
+        "ar8",
+        ["--env.action-repeat", "8", "--env.no-progress-steps", "13"],
+    )
+    for bad in ["no colon --env.skip-zoom", "Bad Name: --env.skip-zoom", "base: --x 1"]:
+        with pytest.raises(SystemExit, match="is invalid"):
+            parse_arm(bad)
+    with pytest.raises(SystemExit, match="changes nothing"):
+        parse_arm("empty:   ")
+
+
+def test_a_bad_override_in_any_arm_stops_the_ablation_before_anything_trains(tmp_path):
+    argv = ["--preset", "smoke", "--arms", "a: --learner.batch-size 8", "b: --learner.batch-sise 8"]
+    argv += ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_permutation_p_is_exact_over_the_splits_of_the_seed_means():
+    # 2 vs 2, fully apart: of the 6 splits, the observed one and its mirror are as extreme.
+    assert permutation_p([1.0, 2.0], [3.0, 4.0]) == pytest.approx(1 / 3)
+    # 3 vs 3, fully apart: 2 of 20.
+    assert permutation_p([1.0, 2.0, 3.0], [7.0, 8.0, 9.0]) == pytest.approx(0.1)
+    # Interleaved: the difference is no larger than most splits'.
+    assert permutation_p([1.0, 4.0], [2.0, 3.0]) == 1.0
+
+
+def fake_report(means: list[float], minutes: float = 120.0) -> dict:
+    seeds = {
+        str(i): {
+            "wall_s": 1.0,
+            "eval": {"mean": m, "counters": {"train_s": minutes * 60}},
+            "curve": [],
+        }
+        for i, m in enumerate(means)
+    }
+    return {"seeds": seeds}
+
+
+def test_comparison_rows_give_each_arm_against_the_base():
+    reports = {BASE: fake_report([500.0, 560.0]), "no-shift": fake_report([300.0, 380.0])}
+    overrides = {BASE: [], "no-shift": ["--learner.augment-shift", "0"]}
+    base, arm = compare(reports, overrides)
+    assert base["mean"] == 530.0 and "delta" not in base and base["trained_min"] == [120.0, 120.0]
+    assert arm["delta"] == -190.0 and arm["p"] == pytest.approx(1 / 3)
+    table = markdown("x", [base, arm], "sacae bench ablation")
+    assert (
+        "| no-shift | `--learner.augment-shift 0` | 120, 120 | 300, 380 | 340 | -190 | 0.33 |"
+        in table
+    )
+    # One seed per arm: a difference, but no test.
+    single = compare(
+        {BASE: fake_report([500.0]), "a": fake_report([400.0])}, {BASE: [], "a": ["-x"]}
+    )
+    assert single[1]["delta"] == -100.0 and "p" not in single[1]
+
+
+@pytest.mark.slow
+def test_a_tiny_ablation_writes_each_arm_report_and_the_comparison_and_skips_done_arms(tmp_path):
+    out = tmp_path / "out"
+    argv = [
+        "--preset", "smoke", "--seeds", "0", "--frames", "200", "--serial", "--eval-episodes", "1",
+        "--arms", "small-batch: --learner.batch-size 8", "--name", "t",
+        "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(out), "--", "--run.no-progress-bar",
+    ]  # fmt: skip
+    rows = main(argv)
+    assert [r["arm"] for r in rows] == [BASE, "small-batch"]
+    arm = json.loads((out / "t-small-batch.json").read_text())
+    assert arm["config"]["learner"]["batch_size"] == 8
+    assert json.loads((out / "t-base.json").read_text())["config"]["learner"]["batch_size"] == 16
+    summary = json.loads((out / "ablations" / "t.json").read_text())
+    assert summary["arms"] == json.loads(json.dumps(rows))
+    assert "| small-batch | `--learner.batch-size 8` |" in (out / "ablations" / "t.md").read_text()
+    assert (out / "ablations" / "t.png").read_bytes()[:4] == b"\x89PNG"
+    assert "t-base" in (out / "README.md").read_text()  # listed in the learning index
+    # Again: both arms have every seed, so nothing trains and their reports stay as they are.
+    before = {p.name: p.read_bytes() for p in out.glob("*.json")}
+    (tmp_path / "runs").rename(tmp_path / "moved")  # training would have to start from scratch
+    assert main(argv) == rows
+    assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
+    assert not (tmp_path / "runs").exists()
