@@ -4,6 +4,8 @@
 # gives the exact sequence of device-tool calls and where the figures get recorded.
 #
 #   bash benchmarks/gpu_playbook.sh prepare        HERE, with network: wheels into .whl/a and .whl/b
+#   bash benchmarks/gpu_playbook.sh prepare-quick  HERE, with network: tyro's wheels into .whl/quick
+#   bash benchmarks/gpu_playbook.sh quick          device, one call (carry .whl/quick): learner bench
 #   bash benchmarks/gpu_playbook.sh stash          device, call 1 (carry .whl/a): keep the first half
 #   bash benchmarks/gpu_playbook.sh install        device, call 2 (carry .whl/b): rejoin ray, pip install
 #   bash benchmarks/gpu_playbook.sh bench [learner] [feed] [scaling]    device: JSON lines to $OUT
@@ -168,6 +170,37 @@ stage_prepare() {
 	say "next: the device calls in benchmarks/GPU.md (carry .whl/a, then .whl/b)"
 }
 
+# The learner bench needs neither Ray nor gymnasium: torch (in the image) and tyro, whose two
+# dependencies the image lacks. Those wheels are small, so the learner's figures (issue 9's first
+# goal) take one call, machine start included, instead of the full install's two.
+QUICK_WHEELS="tyro docstring-parser typeguard"
+
+stage_prepare_quick() {
+	rm -rf .whl/quick
+	mkdir -p .whl/quick
+	local name pins=()
+	for name in $QUICK_WHEELS; do
+		pins+=("$name==$("$PY" -c "import importlib.metadata as md; print(md.version('$name'))")")
+	done
+	say "downloading for Python $DEVICE_PY: ${pins[*]}"
+	"$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$DEVICE_PY" \
+		--implementation cp -d .whl/quick "${pins[@]}"
+	du -sh .whl/quick
+	say "next: run \`bash benchmarks/gpu_playbook.sh quick\` with carry [\".whl/quick\"] (benchmarks/GPU.md)"
+}
+
+stage_quick() {
+	[[ -d .whl/quick ]] || die "no .whl/quick in the carried tree: run prepare-quick here, then carry .whl/quick"
+	"$PY" -m pip freeze --exclude-editable | { grep -v ' @ ' || true; } >"$HOME_DIR/preinstalled.txt"
+	# shellcheck disable=SC2086 # QUICK_WHEELS is a list of names
+	"$PY" -m pip install --quiet --no-index --find-links .whl/quick -c "$HOME_DIR/preinstalled.txt" \
+		$QUICK_WHEELS || "$PY" -m pip install --quiet --no-index --no-deps .whl/quick/*.whl
+	"$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e "$REPO" ||
+		die "could not install the project itself"
+	"$PY" -c 'import tyro, learner.bench' || die "the learner bench does not import (see above)"
+	stage_bench learner
+}
+
 # ---- install (device) -----------------------------------------------------------------------------
 
 stage_stash() {
@@ -272,7 +305,12 @@ device_info() {
 			echo "no nvidia-smi"
 		echo "cpus $(nproc), memory $(free -g | awk '/^Mem/ {print $2}') GiB"
 		lscpu | grep -m 1 'Model name' || true
-		"$PY" -c 'import torch, ray; print("torch", torch.__version__, "ray", ray.__version__)'
+		"$PY" -c 'import importlib.metadata as md, torch
+try:
+    ray = md.version("ray")
+except md.PackageNotFoundError:
+    ray = "not installed"
+print("torch", torch.__version__, "ray", ray)'
 		git -C "$REPO" log -1 --format='commit %H %s' 2>/dev/null || true
 	} >"$OUT/device.txt"
 	cat "$OUT/device.txt"
@@ -289,9 +327,9 @@ learner_best() {
 }
 
 stage_bench() {
-	require_install
 	local parts=("$@")
 	((${#parts[@]})) || parts=(learner feed scaling)
+	[[ ${parts[*]} == learner ]] || require_install # the learner bench alone needs neither
 	device_info
 	local part
 	for part in "${parts[@]}"; do
@@ -441,10 +479,12 @@ for line in sys.stdin:
 stage=${1:-}
 shift || true
 case $stage in
-stash | install | bench | train | train-status | train-finish) mkdir -p "$HOME_DIR" "$OUT" ;;
+stash | install | quick | bench | train | train-status | train-finish) mkdir -p "$HOME_DIR" "$OUT" ;;
 esac
 case $stage in
 prepare) stage_prepare ;;
+prepare-quick) stage_prepare_quick ;;
+quick) stage_quick ;;
 stash) stage_stash ;;
 install) stage_install ;;
 bench) stage_bench "$@" ;;
@@ -455,7 +495,7 @@ train-status)
 	;;
 train-finish) stage_train_finish ;;
 *)
-	sed -n '2,17p' "$0"
+	sed -n '2,19p' "$0"
 	exit 2
 	;;
 esac
