@@ -191,17 +191,39 @@ stage_prepare_quick() {
 
 stage_quick() {
 	[[ -d .whl/quick ]] || die "no .whl/quick in the carried tree: run prepare-quick here, then carry .whl/quick"
-	"$PY" -m pip freeze --exclude-editable | { grep -v ' @ ' || true; } >"$HOME_DIR/preinstalled.txt"
 	# shellcheck disable=SC2086 # QUICK_WHEELS is a list of names
-	"$PY" -m pip install --quiet --no-index --find-links .whl/quick -c "$HOME_DIR/preinstalled.txt" \
-		$QUICK_WHEELS || "$PY" -m pip install --quiet --no-index --no-deps .whl/quick/*.whl
-	"$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e "$REPO" ||
-		die "could not install the project itself"
+	install_wheels .whl/quick $QUICK_WHEELS
+	install_project
 	"$PY" -c 'import tyro, learner.bench' || die "the learner bench does not import (see above)"
 	stage_bench learner
 }
 
 # ---- install (device) -----------------------------------------------------------------------------
+
+# install_wheels DIR REQUIREMENT...: install from DIR alone. Nothing preinstalled may change: every
+# package of the image is pinned as a constraint.
+install_wheels() {
+	local dir=$1
+	shift
+	"$PY" -m pip freeze --exclude-editable | { grep -v ' @ ' || true; } >"$HOME_DIR/preinstalled.txt"
+	say "installing $* from $dir (torch stays $(grep -i '^torch==' "$HOME_DIR/preinstalled.txt" || echo '?'))"
+	if ! "$PY" -m pip install --quiet --no-index --find-links "$dir" -c "$HOME_DIR/preinstalled.txt" "$@"; then
+		# A version the image holds is older than a wheel asks: install as downloaded, and let
+		# the import check that follows decide.
+		say "resolution failed; installing the wheels without their dependency checks"
+		"$PY" -m pip install --quiet --no-index --no-deps "$dir"/*.whl
+	fi
+}
+
+# The project itself: no dependency resolution (imageio[ffmpeg] is left out on purpose).
+install_project() {
+	if ! "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e "$REPO"; then
+		local site
+		site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+		echo "$REPO" >"$site/sacae-repo.pth"
+		say "editable install failed; put $REPO on the path with $site/sacae-repo.pth"
+	fi
+}
 
 stage_stash() {
 	mkdir -p "$WHEELS"
@@ -228,23 +250,8 @@ stage_install() {
 	sha256sum --check --quiet SHA256SUMS || die "a wheel does not match SHA256SUMS: run prepare again"
 	cd "$REPO"
 
-	# Nothing preinstalled may change: every package of the image is pinned as a constraint.
-	"$PY" -m pip freeze --exclude-editable | { grep -v ' @ ' || true; } >"$HOME_DIR/preinstalled.txt"
-	say "installing $(wc -l <"$WHEELS/requirements.txt") wheels (torch stays $(grep -i '^torch==' "$HOME_DIR/preinstalled.txt" || echo '?'))"
-	if ! "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" \
-		-c "$HOME_DIR/preinstalled.txt" -r "$WHEELS/requirements.txt"; then
-		# A version the image holds is older than a wheel asks: install as downloaded, and let
-		# the import check below decide.
-		say "resolution failed; installing the wheels without their dependency checks"
-		"$PY" -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl
-	fi
-	# The project itself: no dependency resolution (imageio[ffmpeg] is left out on purpose).
-	if ! "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e "$REPO"; then
-		local site
-		site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-		echo "$REPO" >"$site/sacae-repo.pth"
-		say "editable install failed; put $REPO on the path with $site/sacae-repo.pth"
-	fi
+	install_wheels "$WHEELS" -r "$WHEELS/requirements.txt"
+	install_project
 	"$PY" -m pip check || say "pip check reports the conflicts above (see whether the check below passes)"
 	check_install | tee "$OUT/install.txt"
 }

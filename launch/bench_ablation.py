@@ -191,8 +191,8 @@ def check_arms(preset: str, common: list[str], arms: dict[str, list[str]]) -> No
 def main(argv: list[str] | None = None) -> list[dict]:
     """`sacae bench ablation [options] [-- overrides for every arm]`."""
     argv = list(argv or [])
-    split = argv.index("--") if "--" in argv else len(argv)
-    args, common = tyro.cli(AblationArgs, args=argv[:split]), argv[split + 1 :]
+    own, common = bench_learning.split_overrides(argv)
+    args = tyro.cli(AblationArgs, args=own)
     arms = dict([(BASE, [])] + [parse_arm(text) for text in args.arms])
     if len(arms) != len(args.arms) + 1:
         raise SystemExit(f"error: --arms {list(args.arms)} repeats an arm name")

@@ -213,11 +213,17 @@ def report_name(base: str, out_dir: Path, runs_dir: Path, seeds: tuple[int, ...]
     return name
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`[bench options] -- [train overrides]` -> (bench options, train overrides)."""
+    split = argv.index("--") if "--" in argv else len(argv)
+    return argv[:split], argv[split + 1 :]
+
+
 def main(argv: list[str] | None = None) -> dict:
     """`sacae bench learning [options] [-- train overrides]`, e.g. `-- --env.skip-zoom`."""
     argv = list(argv or [])
-    split = argv.index("--") if "--" in argv else len(argv)
-    args, overrides = tyro.cli(LearningArgs, args=argv[:split]), argv[split + 1 :]
+    own, overrides = split_overrides(argv)
+    args = tyro.cli(LearningArgs, args=own)
     if args.preset not in PRESETS:
         raise SystemExit(f"error: --preset {args.preset!r} is unknown: allowed {sorted(PRESETS)}")
     date = time.strftime("%Y-%m-%d")

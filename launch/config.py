@@ -215,12 +215,10 @@ def carracing_cpu() -> TrainConfig:
 
 PRESETS = {"carracing": carracing, "carracing-cpu": carracing_cpu, "smoke": smoke}
 CPU_PRESET = "carracing-cpu"
+"""The preset sized for a machine without a GPU (see `sacae train --preset`)."""
 
 
 def learner_presets() -> dict[str, LearnerConfig]:
     """Each preset's learner config, for `sacae bench learner --preset` (learner/ cannot import
     launch/, so the CLI hands these in)."""
     return {name: make().learner for name, make in PRESETS.items()}
-
-
-"""The preset sized for a machine without a GPU (see `sacae train --preset`)."""

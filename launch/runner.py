@@ -96,8 +96,8 @@ class Runner:
         self.eval_due = Every(cfg.run.eval_every_frames, c.env_frames)
         self.checkpoint_due = Every(cfg.run.checkpoint_every_updates, c.updates)
         self.log_due = Every(cfg.run.log_every_s, time.monotonic())
-        self.started = time.monotonic()
-        self.trained_before_s = self.counters.train_s
+        # The training clock's zero, set back by what earlier incarnations trained.
+        self.clock_zero = time.monotonic() - self.counters.train_s
         self.window = Window()
         self.curve: list[tuple[int, float, float]] = []
         self.last_learner_row: dict[str, float] = {}
@@ -110,7 +110,7 @@ class Runner:
 
     def trained_s(self) -> float:
         """Seconds trained so far, earlier incarnations included."""
-        return self.trained_before_s + time.monotonic() - self.started
+        return time.monotonic() - self.clock_zero
 
     def running(self) -> bool:
         """Frames left in the budget, and time left when `run.max_seconds` is set."""
