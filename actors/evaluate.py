@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,25 @@ class EvalResult:
     """Fraction of the track's tiles each episode visited (NaN for an env without tiles)."""
     probes: ValueProbes | None = None
     """Value probes, when `evaluate_policy` was given the discount."""
+
+    def summary(self) -> dict:
+        """The JSON a report keeps: return statistics, how the episodes ended and how much of the
+        track they drove, with the per-episode lists (in episode order) to read failures from."""
+        returns = np.asarray(self.returns, dtype=float)
+        tiles = np.asarray(self.tiles_visited_fractions, dtype=float)
+        return {
+            "mean": float(returns.mean()),
+            "std": float(returns.std()),
+            "min": float(returns.min()),
+            "max": float(returns.max()),
+            "returns": returns.round(2).tolist(),
+            "lengths": list(self.lengths),
+            "end_reason_counts": dict(Counter(self.end_reasons)),
+            "end_reasons": list(self.end_reasons),
+            # NaN (an env without tiles) is not JSON: such episodes have no tile fraction.
+            "tiles_visited_mean": float(np.nanmean(tiles)) if np.isfinite(tiles).any() else None,
+            "tiles_visited": [round(float(t), 4) if np.isfinite(t) else None for t in tiles],
+        }
 
 
 def evaluate_policy(

@@ -23,6 +23,7 @@ import tyro
 
 from actors.carracing import SOLVED_RETURN
 from actors.evaluate import evaluate_policy
+from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
 from launch.config import PRESETS, TrainConfig
 from launch.evaluate_cli import load_policy
 from launch.run_dir import load_checkpoint
@@ -104,16 +105,11 @@ def final_eval(run_dir: Path, episodes: int) -> dict:
     checkpoint = load_checkpoint(run_dir)
     policy, cfg = load_policy(checkpoint)
     result = evaluate_policy(policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED)
-    returns = np.asarray(result.returns)
     return {
         "checkpoint": checkpoint["path"],
         "counters": checkpoint["counters"],
         "episodes": episodes,
-        "mean": float(returns.mean()),
-        "std": float(returns.std()),
-        "min": float(returns.min()),
-        "max": float(returns.max()),
-        "returns": returns.round(2).tolist(),
+        **result.summary(),
     }
 
 
@@ -168,6 +164,18 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def ends_cell(result: dict) -> str:
+    """How the final eval's tracks ended and how much of them was driven, e.g.
+    `lap 31, off 4, time 65; tiles 0.88`; `-` for reports written before these were kept."""
+    counts = result.get("end_reason_counts")
+    if counts is None:
+        return "-"
+    short = {LAP_DONE: "lap", LEFT_PLAYFIELD: "off", TIME_LIMIT: "time"}
+    cell = ", ".join(f"{short.get(reason, reason)} {n}" for reason, n in sorted(counts.items()))
+    tiles = result.get("tiles_visited_mean")
+    return cell + (f"; tiles {tiles:.2f}" if tiles is not None else "")
+
+
 def write_index(out_dir: Path) -> Path:
     """benchmarks/learning/README.md: one table row per recorded report, good or bad."""
     rows = [
@@ -176,8 +184,8 @@ def write_index(out_dir: Path) -> Path:
         "Written by `sacae bench learning`; every run is listed, including those that miss.",
         "Final eval: deterministic policy on fresh tracks of CarRacing-v3 with no training aid.",
         "",
-        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval per seed: mean ± std (n = tracks; 95% confidence interval of the mean) | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval per seed: mean ± std (n = tracks; 95% confidence interval of the mean) | final eval tracks per end (lap done, left the playfield, time limit) and mean fraction of tiles visited | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(out_dir.glob("*.json")):
         r = json.loads(path.read_text())
@@ -185,9 +193,10 @@ def write_index(out_dir: Path) -> Path:
         evals = ", ".join(eval_cell(s["eval"]) for s in seeds)
         frames = ", ".join(str(s["eval"]["counters"]["env_frames"]) for s in seeds)
         minutes = ", ".join(f"{trained_s(s) / 60:.0f}" for s in seeds)
+        ends = "; ".join(ends_cell(s["eval"]) for s in seeds)
         rows.append(
             f"| [{path.stem}]({path.name}) | {r['preset']} | {r['machine']['cpu']} | "
-            f"{len(r['seeds'])} | {frames} | {minutes} | {evals} | `{r['command']}` |"
+            f"{len(r['seeds'])} | {frames} | {minutes} | {evals} | {ends} | `{r['command']}` |"
         )
     index = out_dir / "README.md"
     index.write_text("\n".join(rows) + "\n")

@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
         "checkpoint": checkpoint["path"],
         "env_frames": checkpoint["counters"].get("env_frames"),
         "episodes": args.episodes,
-        "mean_return": result.mean_return,
-        "std_return": result.std_return,
+        **result.summary(),
         "video": result.video_path,
     }
     print(json.dumps(report), flush=True)

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from launch.bench_learning import RANDOM_POLICY_RETURN, eval_cell, main, mean_ci95, report_name
+from launch.bench_learning import (
+    RANDOM_POLICY_RETURN,
+    ends_cell,
+    eval_cell,
+    main,
+    mean_ci95,
+    report_name,
+)
 
 
 @pytest.mark.slow
@@ -28,6 +35,8 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG was written
     index = (tmp_path / "out" / "README.md").read_text()
     assert path.stem in index and f"{seed['eval']['mean']:.0f} ± 0 (n=1)" in index
+    assert sum(seed["eval"]["end_reason_counts"].values()) == 1  # how the eval track ended
+    assert ends_cell(seed["eval"]) in index
     # Run again: the seed's run directory is resumed, not started over.
     again = main([*argv[:5], "400", *argv[6:]])
     counters = again["seeds"]["3"]["eval"]["counters"]
@@ -45,6 +54,15 @@ def test_index_gives_the_95_percent_interval_of_the_mean():
     cell = eval_cell({"mean": 600.0, "std": 200.0, "episodes": 100, "returns": returns})
     assert cell == "600 ± 200 (n=100; mean ±39 at 95%)"
     assert eval_cell({"mean": 12.0, "std": 0.0, "episodes": 1, "returns": [12.0]}) == "12 ± 0 (n=1)"
+
+
+def test_index_says_how_the_eval_tracks_ended():
+    result = {"end_reason_counts": {"time_limit": 65, "lap_done": 31, "left_playfield": 4}}
+    assert (
+        ends_cell({**result, "tiles_visited_mean": 0.876}) == "lap 31, off 4, time 65; tiles 0.88"
+    )
+    assert ends_cell({**result, "tiles_visited_mean": None}) == "lap 31, off 4, time 65"
+    assert ends_cell({"mean": 530.0}) == "-"  # a report from before these were kept
 
 
 def test_a_new_run_never_overwrites_an_earlier_report(tmp_path):

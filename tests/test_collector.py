@@ -3,6 +3,8 @@ and the evaluation function. A fake env keeps most tests fast; two use the real 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 
 import numpy as np
@@ -21,9 +23,18 @@ from actors.collector import (
 )
 from actors.config import ActorConfig, EnvConfig
 from actors.env import env_spec, make_env
-from actors.evaluate import evaluate_policy
+from actors.evaluate import EvalResult, evaluate_policy
 from actors.metrics import diagnostic_metrics
-from actors.spec import END_REASONS, OTHER, TIME_LIMIT, EnvSpec, StepResult, map_action
+from actors.spec import (
+    END_REASONS,
+    LAP_DONE,
+    LEFT_PLAYFIELD,
+    OTHER,
+    TIME_LIMIT,
+    EnvSpec,
+    StepResult,
+    map_action,
+)
 from learner.config import LearnerConfig
 from learner.networks import build_policy
 from learner.weights import PolicyWeights, policy_state
@@ -416,6 +427,32 @@ def test_evaluate_policy_one_episode_with_video(tmp_path):
     assert (tmp_path / "eval.mp4").read_bytes()[4:8] == b"ftyp"  # an MP4 container was written
     assert result.mean_return == pytest.approx(result.returns[0]) and result.std_return == 0.0
     assert len(result.returns) == len(result.lengths) == 1 and 1 <= result.lengths[0] <= 250
+    summary = result.summary()
+    assert json.loads(json.dumps(summary)) == summary  # what reports keep is plain JSON
+    assert summary["returns"] == [round(result.returns[0], 2)]
+    assert sum(summary["end_reason_counts"].values()) == 1
+    assert summary["end_reasons"] == result.end_reasons and summary["lengths"] == result.lengths
+    assert 0.0 <= summary["tiles_visited_mean"] <= 1.0
+    assert summary["tiles_visited"] == [round(summary["tiles_visited_mean"], 4)]
+
+
+def test_eval_summary_counts_ends_and_averages_tiles_of_episodes_that_have_them():
+    result = EvalResult(
+        mean_return=0.0,
+        std_return=0.0,
+        returns=[900.0, -60.5, 300.123],
+        lengths=[200, 40, 250],
+        video_path=None,
+        end_reasons=[LAP_DONE, LEFT_PLAYFIELD, LAP_DONE],
+        tiles_visited_fractions=[1.0, float("nan"), 0.5],
+    )
+    summary = result.summary()
+    assert summary["end_reason_counts"] == {LAP_DONE: 2, LEFT_PLAYFIELD: 1}
+    assert summary["tiles_visited"] == [1.0, None, 0.5]  # NaN: that env has no tiles
+    assert summary["tiles_visited_mean"] == 0.75
+    assert (summary["min"], summary["max"], summary["returns"][2]) == (-60.5, 900.0, 300.12)
+    no_tiles = dataclasses.replace(result, tiles_visited_fractions=[float("nan")] * 3).summary()
+    assert no_tiles["tiles_visited_mean"] is None
 
 
 def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
