@@ -98,8 +98,8 @@ class LearnerWorker:
             return None
         frames = np.array(
             self._last_batch.frames[:count]
-        )  # [n, S+1, C, H, W]; the buffer is reused
-        stack = frames.shape[1] - 1
+        )  # [n, S + n_step, C, H, W]; the buffer is reused
+        stack = self.cfg.env.frame_stack
         obs = torch.from_numpy(
             np.ascontiguousarray(frames[:, :stack].reshape(len(frames), -1, *frames.shape[-2:]))
         )

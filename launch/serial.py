@@ -100,6 +100,8 @@ def train_serial(
         cfg.env.frame_stack,
         cfg.samples_per_insert,
         cfg.run.seed,
+        n_step=cfg.learner.n_step,
+        gamma=cfg.learner.gamma,
     )
     weights = LatestWeights()
     source = LocalBatchSource(shard, cfg.learner.batch_size)

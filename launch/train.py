@@ -113,6 +113,8 @@ class Driver:
                 pin(self.placement.assigned[f"shard{i}"], soft=True)
                 for i in range(cfg.replay.num_shards)
             ],
+            n_step=cfg.learner.n_step,
+            gamma=cfg.learner.gamma,
         )
         # The registry lives on the driver's node: it fails with the run, never on its own.
         self.registry = WeightsRegistry.options(scheduling_strategy=pin(self.driver_node)).remote()

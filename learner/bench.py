@@ -31,13 +31,18 @@ from replay.types import SampledBatch
 
 
 def random_batch(
-    batch_size: int, obs_shape: tuple[int, int, int], frame_stack: int = 3, seed: int = 0
+    batch_size: int,
+    obs_shape: tuple[int, int, int],
+    frame_stack: int = 3,
+    seed: int = 0,
+    n_step: int = 1,
 ) -> SampledBatch:
+    """Random pixels and rewards laid out as the replay samples them (S + n_step frames)."""
     rng = np.random.default_rng(seed)
     c, h, w = obs_shape
     return SampledBatch(
         frames=rng.integers(
-            0, 256, (batch_size, frame_stack + 1, c // frame_stack, h, w), dtype=np.uint8
+            0, 256, (batch_size, frame_stack + n_step, c // frame_stack, h, w), dtype=np.uint8
         ),
         actions=rng.uniform(-1, 1, (batch_size, 3)).astype(np.float32),
         rewards=rng.normal(size=batch_size).astype(np.float32),
@@ -205,7 +210,7 @@ def learner_bench(
     for round_index in range(args.rounds):
         for size in args.image_size:
             obs_shape = (9, size, size)
-            batch = random_batch(cfg.batch_size, obs_shape)
+            batch = random_batch(cfg.batch_size, obs_shape, n_step=cfg.n_step)
             for variant in variants:
                 key = (size, variant.name)
                 if key not in errors:

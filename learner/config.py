@@ -19,6 +19,8 @@ class LearnerConfig:
     """Transitions per gradient update."""
     gamma: float = 0.99
     """Discount factor."""
+    n_step: int = 1
+    """Agent steps per TD target (1 = the recipe; DrQ-v2 uses 3): y = sum_k gamma^k r_(t+k) over n steps + gamma^n (1 - terminated) * soft V(s_(t+n)); the replay samples n-step windows inside one episode (docs/deviations.md 18)."""
     latent_dim: int = 50
     """Size of the encoder's output feature (after Linear, LayerNorm, tanh)."""
     num_filters: int = 32
@@ -137,4 +139,5 @@ class LearnerConfig:
             self.cuda_graphs,
             "False with learner.device cpu (CUDA graphs need CUDA)",
         )
+        require(self.n_step >= 1, "learner.n_step", self.n_step, ">= 1 (1 = one-step targets)")
         require(self.updates_per_step > 0, "learner.updates_per_step", self.updates_per_step, "> 0")

@@ -104,7 +104,7 @@ class SacAeLearner:
         self.target_entropy = -float(action_dim)
         self.updates = 0
         self.weights_version = 0
-        self.to_device = HostToDevice(self.device, cfg.batch_size, action_dim)
+        self.to_device = HostToDevice(self.device, cfg.batch_size, action_dim, n_step=cfg.n_step)
 
         critic, policy = self.nets.critic, self.nets.policy
         trunk_ids = {id(p) for p in critic.encoder.trunk.parameters()}
@@ -248,7 +248,7 @@ class SacAeLearner:
             target = losses.td_target(
                 batch.rewards,
                 batch.terminated,
-                self.cfg.gamma,
+                self.cfg.gamma**self.cfg.n_step,  # the n-step target's bootstrap discount
                 next_q1,
                 next_q2,
                 alpha,

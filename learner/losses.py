@@ -24,6 +24,8 @@ def td_target(
     """y = r + gamma * (1 - terminated) * (min(Q1', Q2') - alpha * log pi(a'|s')).
 
     Only termination removes the bootstrap; a time-limit truncation keeps it (Pardo et al. 2018).
+    For n-step targets (Sutton & Barto 7.1; DrQ-v2) `reward` is the discounted sum of the n rewards,
+    the next state is n steps on, and the caller passes gamma^n as `gamma`.
     """
     soft_value = torch.min(next_q1, next_q2) - alpha * next_log_pi
     return reward + gamma * (1.0 - terminated) * soft_value

@@ -134,7 +134,7 @@ def profile_update(args: LearnerBenchArgs, presets: Mapping[str, LearnerConfig])
         channels_last=args.profile_channels_last,
     )
     learner = SacAeLearner(obs_shape, 3, cfg)
-    batch = random_batch(cfg.batch_size, obs_shape)
+    batch = random_batch(cfg.batch_size, obs_shape, n_step=cfg.n_step)
     for _ in range(2):
         learner.update(batch)
     to_device = learner.to_device

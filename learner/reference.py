@@ -66,7 +66,7 @@ class StraightforwardLearner(SacAeLearner):
             target = losses.td_target(
                 batch.rewards,
                 batch.terminated,
-                cfg.gamma,
+                cfg.gamma**cfg.n_step,
                 next_q1,
                 next_q2,
                 self.alpha,

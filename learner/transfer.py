@@ -65,8 +65,10 @@ class HostToDevice:
         num_buffers: int = HOST_BUFFERS,
         stage: bool | None = None,
         fence: Callable[[], object] | None = None,
+        n_step: int = 1,
     ):
         self.device = device
+        self.n_step = n_step  # frames [B, S + n_step]: next_obs starts n_step frames after obs
         self.batch_size, self.action_dim, self.num_buffers = batch_size, action_dim, num_buffers
         on_cuda = device.type == "cuda"
         self.pin = on_cuda
@@ -83,7 +85,7 @@ class HostToDevice:
         Blocks until the copy that last read it has completed. Valid until `num_buffers - 1`
         further buffers were asked for: assemble into it, then pass it to `__call__`.
         """
-        shape = (self.batch_size, frame_stack + 1, *frame_shape)
+        shape = (self.batch_size, frame_stack + self.n_step, *frame_shape)
         if not self._slots or self._slots[0].batch.frames.shape != shape:
             self._slots = [self._new_slot(shape) for _ in range(self.num_buffers)]
         slot = self._slots[self._next]
@@ -117,7 +119,8 @@ class HostToDevice:
         slot = self._slot_of(batch)
         if slot is None and self.stage:
             # A batch assembled elsewhere: stage it in a pinned buffer for an asynchronous copy.
-            staged = self.host_batch_buffer(batch.frames.shape[1] - 1, batch.frames.shape[2:])
+            stack = batch.frames.shape[1] - self.n_step
+            staged = self.host_batch_buffer(stack, batch.frames.shape[2:])
             for name in ("frames", "actions", "rewards", "terminated"):
                 np.copyto(getattr(staged, name), getattr(batch, name))
             slot = self._slot_of(staged)
@@ -134,10 +137,10 @@ class HostToDevice:
         )
         if slot is not None and self._fence is not None:
             slot.fence = self._fence()
-        stack = frames.shape[1] - 1  # frames [B, S+1, C, H, W] uint8
+        stack = frames.shape[1] - self.n_step  # frames [B, S + n_step, C, H, W] uint8
         return DeviceBatch(
             obs=frames[:, :stack].flatten(1, 2),
-            next_obs=frames[:, 1:].flatten(1, 2),
+            next_obs=frames[:, self.n_step :].flatten(1, 2),
             actions=full(actions),
             rewards=full(rewards).unsqueeze(-1),
             terminated=full(terminated).unsqueeze(-1),

@@ -277,7 +277,7 @@ class ReplaySampler:
         if out is None:
             frames = parts[0].frames
             out = empty_batch(
-                self.batch_size, frames.shape[1] - 1, frames.shape[2:], parts[0].actions.shape[1]
+                self.batch_size, frames.shape[1], frames.shape[2:], parts[0].actions.shape[1]
             )
         offset = 0
         for part in parts:

@@ -79,13 +79,15 @@ class ReplayShard:
         samples_per_insert: float = 128.0,
         seed: int = 0,
         snapshot_dir: str = "",
+        n_step: int = 1,
+        gamma: float | None = None,
     ) -> None:
         self.index = index
         self.cfg = cfg
         params = shard_params(cfg, samples_per_insert)
         shard_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
         self.storage = FrameReplay(
-            params.capacity, frame_shape, action_dim, frame_stack, shard_seed
+            params.capacity, frame_shape, action_dim, frame_stack, shard_seed, n_step, gamma
         )
         self.limiter = RateLimiter(params.samples_per_insert, params.min_size, params.error_buffer)
         self._cond = threading.Condition()
@@ -327,6 +329,8 @@ def create_shards(
     seed: int = 0,
     snapshot_dir: str = "",
     strategies: list | None = None,
+    n_step: int = 1,
+    gamma: float | None = None,
 ) -> list:
     """Start `cfg.num_shards` ReplayShard Ray actors; returns their handles.
 
@@ -353,6 +357,8 @@ def create_shards(
             samples_per_insert,
             seed,
             snapshot_dir,
+            n_step,
+            gamma,
         )
         for i in range(cfg.num_shards)
     ]

@@ -14,6 +14,12 @@ Sampling the transition that ends at entry j gathers the chain
     c0 = j, c1 = prev(c0), c(k+1) = c(k) if first(c(k)) else prev(c(k)),
 frames [c_S, ..., c1, c0]: obs = the first S, next_obs = the last S. At an episode start this
 repeats the reset frame exactly as the actors' frame stack pads: obs [f0, f0, f0], next [f0, f0, f1].
+
+With `n_step` N > 1 a sample is the N-step transition ending at j (DrQ-v2's n-step returns): the
+chain is S + N frames long, obs = the first S (the stack at c_N), next_obs = the last S (at c0), the
+action is the one taken at obs (entry c_(N-1)), the reward is sum_k gamma^k r(c_(N-1-k)), and the
+flags are j's. c0 .. c_(N-1) must all be transitions of one episode, so a sample never spans an
+episode boundary; like DrQ-v2's buffer, the last N - 1 states of an episode are never an obs.
 """
 
 from __future__ import annotations
@@ -41,16 +47,30 @@ class FrameReplay:
         action_dim: int,
         frame_stack: int = 3,
         seed: int = 0,
+        n_step: int = 1,
+        gamma: float | None = None,
     ) -> None:
         if capacity < 1 or action_dim < 1 or frame_stack < 1 or len(frame_shape) != 3:
             raise ValueError(
                 f"FrameReplay needs capacity >= 1, action_dim >= 1, frame_stack >= 1 and a (C, H, W) "
                 f"frame shape; got {capacity}, {action_dim}, {frame_stack}, {frame_shape}"
             )
+        if n_step < 1 or (n_step > 1 and gamma is None):
+            raise ValueError(
+                f"FrameReplay needs n_step >= 1, and the discount gamma of its reward sums when "
+                f"n_step > 1; got n_step {n_step}, gamma {gamma}"
+            )
         self.capacity = int(capacity)
         self.frame_shape = tuple(int(d) for d in frame_shape)
         self.action_dim = int(action_dim)
         self.frame_stack = int(frame_stack)
+        self.n_step = int(n_step)
+        # Weights of the N rewards of a sample, oldest first: gamma^0 .. gamma^(N-1).
+        self.reward_discounts = (
+            np.float32(gamma) ** np.arange(self.n_step, dtype=np.float32)
+            if self.n_step > 1
+            else None
+        )
         self.rng = np.random.default_rng(seed)
         # np.zeros maps pages lazily: memory becomes resident as entries are written.
         self.frames = np.zeros((self.capacity, *self.frame_shape), np.uint8)
@@ -70,6 +90,11 @@ class FrameReplay:
         self._stream_last: dict[int, int] = {}  # stream id -> absolute index of its newest entry
 
     # ---- sizes -------------------------------------------------------------------------------
+
+    @property
+    def frames_per_sample(self) -> int:
+        """Frames of one sampled transition: obs is the first `frame_stack`, next_obs the last."""
+        return self.frame_stack + self.n_step
 
     @property
     def num_entries(self) -> int:
@@ -169,23 +194,27 @@ class FrameReplay:
         return (abs_idx >= self.lowest) & (self.slot_abs[abs_idx % self.capacity] == abs_idx)
 
     def chains(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frame chains [c_S, ..., c0] (absolute indices) of transitions ending at `ends`, and validity.
+        """Frame chains [c_(S+N-1), ..., c0] (absolute indices) of transitions ending at `ends`,
+        and validity.
 
-        A transition is valid when its end is stored and is not an episode start, and every step of
-        the chain follows a known, still stored predecessor.
+        A transition is valid when its end is stored, it and the N - 1 entries before it are not
+        episode starts (its N steps lie in one episode), and every step of the chain follows a
+        known, still stored predecessor. Only the obs stack pads at an episode start.
         """
-        chain = np.empty((len(ends), self.frame_stack + 1), np.int64)
+        length = self.frames_per_sample
+        chain = np.empty((len(ends), length), np.int64)
         c = ends.astype(np.int64)
         chain[:, -1] = c
-        slot = c % self.capacity
-        ok = self._is_stored(c) & ~self.first[slot]
-        c = self.prev[slot]
-        for k in range(self.frame_stack - 1, -1, -1):
+        ok = self._is_stored(c)
+        for k in range(length - 2, -1, -1):
+            slot = c % self.capacity
+            if k >= self.frame_stack - 1:  # one of the N steps: c must be a transition
+                ok &= ~self.first[slot]
+                c = self.prev[slot]
+            else:  # inside the obs stack: pad with the reset frame
+                c = np.where(self.first[slot], c, self.prev[slot])
             ok &= self._is_stored(c)
             chain[:, k] = c
-            if k > 0:
-                slot = c % self.capacity
-                c = np.where(self.first[slot], c, self.prev[slot])
         return chain, ok
 
     def sample_indices(self, n: int) -> np.ndarray:
@@ -217,15 +246,21 @@ class FrameReplay:
         chain, ok = self.chains(ends)
         assert ok.all(), "gather() was given an invalid transition"
         if out is None:
-            out = empty_batch(n, self.frame_stack, self.frame_shape, self.action_dim)
-        flat = out.frames.reshape(n * (self.frame_stack + 1), *self.frame_shape)
+            out = empty_batch(n, self.frames_per_sample, self.frame_shape, self.action_dim)
+        flat = out.frames.reshape(n * self.frames_per_sample, *self.frame_shape)
         # mode="clip" lets np.take write straight into `out` (mode="raise" buffers a copy).
         np.take(self.frames, (chain % self.capacity).ravel(), axis=0, out=flat, mode="clip")
         slots = ends % self.capacity
-        np.take(self.actions, slots, axis=0, out=out.actions, mode="clip")
-        np.take(self.rewards, slots, out=out.rewards, mode="clip")
+        # The action taken at obs, and the version of the policy that chose it: chain[:, S].
+        acted = chain[:, self.frame_stack] % self.capacity
+        np.take(self.actions, acted, axis=0, out=out.actions, mode="clip")
+        if self.reward_discounts is None:
+            np.take(self.rewards, slots, out=out.rewards, mode="clip")
+        else:
+            steps = chain[:, self.frame_stack :] % self.capacity  # [n, N], oldest first
+            np.matmul(self.rewards[steps], self.reward_discounts, out=out.rewards)
         out.terminated[:] = self.terminated[slots]
-        np.take(self.weights_version, slots, out=out.weights_version, mode="clip")
+        np.take(self.weights_version, acted, out=out.weights_version, mode="clip")
         return out
 
     def sample(self, n: int, out: SampledBatch | None = None) -> SampledBatch:
@@ -272,11 +307,11 @@ class FrameReplay:
 
 
 def empty_batch(
-    n: int, frame_stack: int, frame_shape: tuple[int, ...], action_dim: int
+    n: int, frames_per_sample: int, frame_shape: tuple[int, ...], action_dim: int
 ) -> SampledBatch:
     """An uninitialised batch of `n` transitions (one contiguous array per field)."""
     return SampledBatch(
-        frames=np.empty((n, frame_stack + 1, *frame_shape), np.uint8),
+        frames=np.empty((n, frames_per_sample, *frame_shape), np.uint8),
         actions=np.empty((n, action_dim), np.float32),
         rewards=np.empty(n, np.float32),
         terminated=np.empty(n, np.float32),

@@ -40,13 +40,15 @@ class TransitionChunk:
 class SampledBatch:
     """A batch of transitions, uint8 pixels ready for one host-to-device copy.
 
-    `frames[:, :S]` is the observation stack and `frames[:, 1:]` the next-observation stack
-    (S = frame_stack), so stacks are never materialised twice on the host.
+    `frames[:, :S]` is the observation stack and `frames[:, N:]` the next-observation stack
+    (S = frame_stack, N = n_step, 1 in the recipe), so stacks are never materialised twice on the
+    host. The action is the one taken at obs, the reward the discounted sum of the N rewards that
+    followed, the flags those of the N-th step.
     """
 
-    frames: np.ndarray  # uint8 [B, S + 1, C, H, W]
+    frames: np.ndarray  # uint8 [B, S + N, C, H, W]
     actions: np.ndarray  # float32 [B, A]
-    rewards: np.ndarray  # float32 [B]
+    rewards: np.ndarray  # float32 [B]: sum_k gamma^k r_(t+k) over the N steps
     terminated: np.ndarray  # float32 [B]: 1.0 removes the bootstrap term; truncation keeps it
     weights_version: np.ndarray  # int64 [B]
 

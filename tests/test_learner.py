@@ -208,6 +208,25 @@ def test_learner_target_equals_reward_when_terminated():
     )
 
 
+def test_n_step_targets_bootstrap_with_gamma_to_the_n():
+    """frames [a, b, b, b, c] with n_step 2 and [a, b, b, c] with n_step 1 hold the same obs
+    [a, b, b] and next_obs [b, b, c]: a 2-step learner with gamma 0.5 must then update exactly like
+    a 1-step learner with gamma 0.25, and unlike one with gamma 0.5."""
+    one_step = make_batch()
+    a, b, c = (one_step.frames[:, i : i + 1] for i in (0, 1, 3))
+    two_step = dataclasses.replace(one_step, frames=np.concatenate([a, b, b, b, c], axis=1))
+    one_step = dataclasses.replace(one_step, frames=np.concatenate([a, b, b, c], axis=1))
+    states = []
+    for gamma, n_step, batch in ((0.5, 2, two_step), (0.25, 1, one_step), (0.5, 1, one_step)):
+        cfg = dataclasses.replace(TINY, gamma=gamma, n_step=n_step)
+        learner = SacAeLearner((9, 84, 84), 3, cfg, seed=5)
+        for _ in range(3):
+            learner.update(batch)
+        states.append(learner.nets.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
 def test_same_seed_and_batch_give_identical_parameters():
     batch = make_batch()
     states = []
@@ -280,7 +299,13 @@ def test_metrics_are_tensors_with_expected_keys():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("batch_size", 0), ("gamma", 1.5), ("critic_tau", 0.0), ("policy_update_every", 0)],
+    [
+        ("batch_size", 0),
+        ("gamma", 1.5),
+        ("n_step", 0),
+        ("critic_tau", 0.0),
+        ("policy_update_every", 0),
+    ],
 )
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"learner.{field}"):

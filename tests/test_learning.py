@@ -9,6 +9,8 @@ AVX2 EPYC, 150-166 s each; 5000 frames gave 6.9 before and cost a quarter more o
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from toy_env import DotReach
@@ -69,3 +71,19 @@ def test_serial_sac_ae_learns_dot_reach(tmp_path):
     assert result.updates >= 3500, f"only {result.updates} updates ran"
     assert result.eval_returns, "no evaluation ran"
     assert result.eval_returns[-1] > RETURN_THRESHOLD, f"eval return {result.eval_returns[-1]:.2f}"
+
+
+def test_serial_run_with_n_step_targets_samples_and_updates(tmp_path):
+    """The n-step seam end to end (no Ray): the shard builds S + n frame samples, the learner's
+    host buffers take them, and updates run (the math is pinned in test_learner and test_replay)."""
+    cfg = toy_config(tmp_path, total_frames=400)
+    cfg = dataclasses.replace(
+        cfg,
+        actor=dataclasses.replace(cfg.actor, seed_steps=100),
+        replay=dataclasses.replace(cfg.replay, min_size=100),
+        learner=dataclasses.replace(cfg.learner, batch_size=16, n_step=3),
+        run=dataclasses.replace(cfg.run, eval_episodes=1),
+    )
+    result = train_serial(cfg, env_factory=DotReach)
+    assert result.updates >= 250, f"only {result.updates} updates ran"
+    assert result.eval_returns, "no evaluation ran"

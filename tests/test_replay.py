@@ -177,6 +177,62 @@ def test_entries_with_an_unknown_predecessor_are_not_sampled():
     assert set(batch.frames[:, -1, 2, 0, 0].tolist()) <= {13, 14, 15}
 
 
+GAMMA = 0.5  # powers of two: the reward sums below are exact in float32
+
+
+def check_n_step_batch(batch, n: int) -> list[tuple[int, int, int]]:
+    """Every n-step transition: obs n steps before next, the action taken at obs, the discounted
+    sum of the n rewards that followed, the n-th step's flags, all inside one episode."""
+    ids = []
+    for i in range(len(batch)):
+        s, ep, t = (int(v) for v in batch.frames[i, -1, :, 0, 0])
+        assert t >= n, "an n-step sample reached back past its episode's start"
+        np.testing.assert_array_equal(batch.frames[i, :STACK], actor_stack(s, ep, t - n))
+        np.testing.assert_array_equal(batch.frames[i, n:], actor_stack(s, ep, t))
+        np.testing.assert_array_equal(batch.actions[i], [s, t - n + 1])
+        rewards = [10_000 * s + 100 * ep + (t - n + 1 + k) for k in range(n)]
+        assert batch.rewards[i] == sum(GAMMA**k * r for k, r in enumerate(rewards))
+        assert batch.weights_version[i] == ep * 7
+        ids.append((s, ep, t))
+    return ids
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_n_step_samples_stay_in_one_episode_and_sum_discounted_rewards(n):
+    streams = Streams([3, 5, 8], seed=11, max_len=12)
+    replay = FrameReplay(60, FRAME_SHAPE, ACTION_DIM, STACK, seed=0, n_step=n, gamma=GAMMA)
+    assert replay.frames_per_sample == STACK + n
+    flags = set()
+    for _ in range(60):  # through several wrap-arounds of the ring
+        replay.add(streams.chunk(int(streams.rng.integers(1, 9))))
+        every = np.arange(replay.lowest, replay.total_written)
+        got = set(every[replay.chains(every)[1]].tolist())
+        want = set()
+        for (s, ep, t), a in streams.abs_of.items():
+            oldest = streams.abs_of[(s, ep, max(0, t - n - STACK + 1))]
+            if t >= n and oldest >= replay.lowest and a < replay.total_written:
+                want.add(a)
+        assert got == want
+        if got:
+            batch = replay.sample(64)
+            assert batch.frames.shape[1] == STACK + n
+            check_n_step_batch(batch, n)
+            flags |= set(batch.terminated.tolist())
+    assert flags == {0.0, 1.0}  # the n-th step's flag, both kinds
+
+
+def test_n_step_covers_every_start_but_the_last_n_minus_1_of_an_episode():
+    replay = FrameReplay(100, FRAME_SHAPE, ACTION_DIM, STACK, n_step=3, gamma=GAMMA)
+    rows = [(1, 0, 0, True, False, False)]
+    rows += [(1, 0, t, False, t == 6, False) for t in range(1, 7)]  # terminates at t=6
+    replay.add(make_chunk(rows))
+    # obs at t = 0..3 (ends 3..6); obs at 4 and 5 would need steps past the end.
+    starts = {int(t) - 3 for t in replay.sample(500).frames[:, -1, 2, 0, 0]}
+    assert starts == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="gamma"):
+        FrameReplay(100, FRAME_SHAPE, ACTION_DIM, STACK, n_step=3)
+
+
 def test_sampling_is_uniform_over_valid_transitions():
     streams = Streams([0, 1], seed=5)
     replay = FrameReplay(200, FRAME_SHAPE, ACTION_DIM, STACK, seed=6)
