@@ -133,6 +133,9 @@ def test_toy_env_plugs_in_through_the_registry_in_both_modes(tmp_path, ray_six_c
         env=dataclasses.replace(
             cfg.env, env_id="toy_env:DotReach-toy", crop=(0, 24, 0, 24), action_repeat=1
         ),
+        # The n-step seam across Ray too: shards that ignored it would send S + 1 frames into
+        # the learner's S + 2 frame buffers, and no update would run.
+        learner=dataclasses.replace(cfg.learner, n_step=2),
     )
     driver = make_driver(cfg)
     assert driver.spec.frame_shape == (3, 24, 24)
