@@ -5,8 +5,10 @@ against the base.
 Each arm is an ordinary learning report, `<name>-<arm>.json` in `benchmarks/learning/`, so it is
 listed in the index with its own command. The comparison goes to
 `benchmarks/learning/ablations/<name>.{json,md,png}`. Running the same command again (same
-`--name`) skips the arms whose report has every seed, and resumes the others' run directories, with
-what is left of each seed's time budget: an ablation of 2-hour runs can span several sittings.
+`--name`) skips the arms whose report has every seed, and in the others trains only the seeds their
+report lacks (resuming a seed's run directory, with what is left of its time budget, where there is
+one): an ablation of 2-hour runs can span several sittings, even fresh clones with the reports
+committed in between.
 
 How far apart two arms are is judged over seeds, not tracks: the final policy of one seed is one
 draw of the training's outcome, and the 100 tracks only pin down that draw's mean. With 2 seeds per

@@ -2,6 +2,8 @@
 record a JSON report and one learning-curve plot in benchmarks/learning/.
 
 Each seed trains in its own run directory (resumable: a directory with checkpoints continues).
+The report is written as each seed ends; run again under the same name, it keeps the seeds it
+holds for the same setup and trains only the others.
 The final evaluation is the deterministic policy, tanh(mu), on tracks from the evaluation seed
 domain (never driven in training), in CarRacing-v3 with no training aid. Its pixels come from the
 fast renderer, which tests/test_env.py checks byte for byte against stock CarRacing-v3.
@@ -58,7 +60,8 @@ class LearningArgs:
     """Extra words for the report's file name (e.g. an ablation: 'no-aids')."""
     name: str = ""
     """The report's file name (no suffix) instead of `<date>-<preset>-<tag>-cpu<cores>`; running the
-    same name again resumes its seeds' runs, on any day (`sacae bench ablation` names its arms)."""
+    same name again keeps the seeds its report holds and resumes or trains the others, on any day
+    (`sacae bench ablation` names its arms)."""
 
 
 def machine() -> dict:
@@ -240,14 +243,19 @@ def main(argv: list[str] | None = None) -> dict:
     if args.name and Path(args.name).name != args.name:
         raise SystemExit(f"error: --name {args.name!r} is not a plain file name: drop the folders")
     name = args.name or report_name(base, args.out_dir, args.runs_dir, args.seeds)
-    report: dict = {
+    path = args.out_dir / f"{name}.json"
+    report = read_report(path) or {
         "preset": args.preset,
         "machine": machine(),
         "command": "sacae bench learning " + " ".join(argv),
         "mode": "serial" if args.serial else "distributed",
         "seeds": {},
     }
+    keep = done_seeds(report, path, args, seed_config(args, overrides, 0, args.runs_dir), name)
     for seed in args.seeds:
+        if seed in keep:
+            print(f"sacae: seed {seed} is done in {path}: kept, not trained again", flush=True)
+            continue
         run_dir = args.runs_dir / f"{name}-seed{seed}"
         resume = (
             run_dir
@@ -258,16 +266,92 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = seed_config(args, overrides, seed, run_dir)
         wall_s = train_seed(cfg, resume)
         report["config"] = json.loads(cfg.to_json())
+        report["command"] = "sacae bench learning " + " ".join(argv)
         report["seeds"][str(seed)] = {
             "run_dir": str(run_dir),
+            "machine": machine(),  # seeds of one report may be trained on different days
             "wall_s": wall_s,  # this invocation, from start-up to the end of training
             "eval": final_eval(run_dir, args.eval_episodes),
             "curve": curve_points(run_dir),
         }
         print(json.dumps({"seed": seed, **report["seeds"][str(seed)]["eval"]}), flush=True)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot(report, args.out_dir / f"{name}.png")
-    write_index(args.out_dir)
-    print(f"sacae: report {args.out_dir / (name + '.json')}", flush=True)
+        # Written after every seed: a 2-hour seed's result survives a stop before the next seed
+        # ends, and the same command (or --name) on another day trains only the missing seeds.
+        write_report(report, path)
+    print(f"sacae: report {path}", flush=True)
     return report
+
+
+def read_report(path: Path) -> dict | None:
+    """The report at `path` with the seeds done so far, or None when there is none yet."""
+    if not path.exists():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        report = err
+    if not isinstance(report, dict) or not isinstance(report.get("seeds"), dict):
+        raise SystemExit(
+            f"error: {path} is not a learning report ({report!r:.80}); it is left as it is: move "
+            "it away or give another --name"
+        )
+    return report
+
+
+BUDGET = ("total_env_frames", "max_seconds")
+"""The `run` fields of a seed's budget: a report's seeds can be continued to a larger one."""
+
+
+def differing(ours: dict, theirs: dict, skip: tuple[str, ...]) -> list[str]:
+    """`section.field` of every config value that differs, but run.seed, run.run_dir and `skip`."""
+    skip = ("run.seed", "run.run_dir", *(f"run.{field}" for field in skip))
+    return [
+        f"{section}.{key}"
+        for section in sorted(set(ours) | set(theirs))
+        for key in sorted(set(ours.get(section, {})) | set(theirs.get(section, {})))
+        if f"{section}.{key}" not in skip
+        and ours.get(section, {}).get(key) != theirs.get(section, {}).get(key)
+    ]
+
+
+def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, name: str) -> set:
+    """The seeds the report already holds for this very setup: kept, not trained again. A report
+    compares like with like, so seeds of another preset, mode or config are refused before
+    anything trains; seeds of another budget are continued to this one from their run
+    directories (all of them, or the report would mix budgets)."""
+    if not report["seeds"]:
+        return set()
+    mode = "serial" if args.serial else "distributed"
+    ours = json.loads(cfg.to_json())
+    setup = differing(ours, report["config"], skip=BUDGET)
+    if report["preset"] != args.preset or report["mode"] != mode or setup:
+        raise SystemExit(
+            f"error: {path} holds seeds {sorted(report['seeds'])} of {report['preset']} "
+            f"({report['mode']}) trained with another setup than this command's {args.preset} "
+            f"({mode}); differing: {', '.join(setup) or 'preset or mode'}. Give another --name, "
+            "or the same options as that report's command: " + report["command"]
+        )
+    done = {int(seed) for seed in report["seeds"]}
+    if not differing(ours, report["config"], skip=()):
+        return done
+    lost = [
+        s for s in done if s not in args.seeds or not (args.runs_dir / f"{name}-seed{s}").is_dir()
+    ]
+    if lost:
+        raise SystemExit(
+            f"error: {path} holds seeds {sorted(done)} trained to another budget (run."
+            f"{' / run.'.join(BUDGET)}), and seeds {sorted(lost)} cannot be continued to this one "
+            f"(not in --seeds, or no run directory in {args.runs_dir}). Give another --name, or "
+            f"that report's budget: {report['command']}"
+        )
+    return set()
+
+
+def write_report(report: dict, path: Path) -> None:
+    """The report JSON (replaced whole, never half written), its plot and the index."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(report, indent=1) + "\n")
+    partial.replace(path)
+    plot(report, path.with_suffix(".png"))
+    write_index(path.parent)

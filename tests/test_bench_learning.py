@@ -6,13 +6,18 @@ import json
 
 import pytest
 
+from launch import bench_learning
 from launch.bench_learning import (
     RANDOM_POLICY_RETURN,
+    LearningArgs,
+    done_seeds,
     ends_cell,
     eval_cell,
     main,
     mean_ci95,
+    read_report,
     report_name,
+    seed_config,
 )
 
 
@@ -77,6 +82,89 @@ def test_a_new_run_never_overwrites_an_earlier_report(tmp_path):
     assert report_name("day-cpu-cpu2", out, runs, (0, 1)) == "day-cpu-cpu2-3"
     # Every seed's run is here: this resumes them and rewrites their report.
     assert report_name("day-cpu-cpu2", out, runs, (0,)) == "day-cpu-cpu2"
+
+
+def smoke_report(args: LearningArgs, overrides: list[str], seeds: list[int]) -> dict:
+    cfg = seed_config(args, overrides, seeds[-1], args.runs_dir / "x")
+    config = json.loads(cfg.to_json())
+    return {
+        "preset": args.preset,
+        "mode": "serial" if args.serial else "distributed",
+        "command": "sacae bench learning --preset smoke",
+        "config": config,
+        "seeds": {str(s): {"eval": {"mean": 1.0}} for s in seeds},
+    }
+
+
+def test_a_report_keeps_its_seeds_only_for_the_same_setup(tmp_path):
+    args = LearningArgs(preset="smoke", seeds=(0, 1, 2), frames=300, runs_dir=tmp_path)
+    ours = seed_config(args, [], 0, tmp_path)
+    path = tmp_path / "r.json"
+    report = smoke_report(args, [], [0, 1])
+    assert done_seeds(report, path, args, ours, "r") == {0, 1}
+    assert done_seeds({**report, "seeds": {}}, path, args, ours, "r") == set()
+    # Another config: refused before anything trains, naming what differs.
+    other = smoke_report(args, ["--learner.batch-size", "8"], [0])
+    with pytest.raises(SystemExit, match=r"learner\.batch_size.*another --name"):
+        done_seeds(other, path, args, ours, "r")
+    with pytest.raises(SystemExit, match="preset or mode"):
+        done_seeds({**report, "mode": "serial"}, path, args, ours, "r")
+    # Another budget: the seeds are continued from their run directories, or refused without them.
+    longer = LearningArgs(preset="smoke", seeds=(0, 1), frames=600, runs_dir=tmp_path)
+    with pytest.raises(SystemExit, match=r"seeds \[0, 1\] cannot be continued"):
+        done_seeds(report, path, longer, seed_config(longer, [], 0, tmp_path), "r")
+    (tmp_path / "r-seed0").mkdir()
+    (tmp_path / "r-seed1").mkdir()
+    assert done_seeds(report, path, longer, seed_config(longer, [], 0, tmp_path), "r") == set()
+
+
+def test_a_damaged_report_is_named_and_left_as_it_is(tmp_path):
+    path = tmp_path / "r.json"
+    assert read_report(path) is None
+    for text in ("{not json", "[]", '{"preset": "smoke"}'):
+        path.write_text(text)
+        with pytest.raises(SystemExit, match=r"r\.json is not a learning report.*another --name"):
+            read_report(path)
+        assert path.read_text() == text
+
+
+@pytest.mark.slow
+def test_each_seed_is_recorded_when_it_ends_and_a_later_day_trains_only_the_missing_ones(
+    tmp_path, monkeypatch
+):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = [
+        "--preset", "smoke", "--seeds", "0", "1", "--frames", "200", "--serial",
+        "--eval-episodes", "1", "--name", "day", "--runs-dir", str(runs), "--out-dir", str(out),
+        "--", "--run.no-progress-bar",
+    ]  # fmt: skip
+    trained, train_seed = [], bench_learning.train_seed
+
+    def stopped_in_seed_1(cfg, resume):
+        trained.append(cfg.run.seed)
+        if cfg.run.seed == 1:
+            raise KeyboardInterrupt  # the session ends while seed 1 trains
+        return train_seed(cfg, resume)
+
+    monkeypatch.setattr(bench_learning, "train_seed", stopped_in_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    first = json.loads((out / "day.json").read_text())
+    assert list(first["seeds"]) == ["0"] and trained == [0, 1]
+    assert "day" in (out / "README.md").read_text() and not list(out.glob("*.partial"))
+    # Another day, a fresh checkout: no run directories; seed 0 is kept, only seed 1 trains.
+    runs.rename(tmp_path / "gone")
+
+    def counted(cfg, resume):
+        trained.append(cfg.run.seed)
+        return train_seed(cfg, resume)
+
+    monkeypatch.setattr(bench_learning, "train_seed", counted)
+    report = main(argv)
+    assert trained == [0, 1, 1]
+    assert list(report["seeds"]) == ["0", "1"] and report["seeds"]["0"] == first["seeds"]["0"]
+    assert report["seeds"]["1"]["eval"]["counters"]["env_frames"] >= 200
+    assert json.loads((out / "day.json").read_text()) == json.loads(json.dumps(report))
 
 
 @pytest.mark.carracing_learning
