@@ -29,6 +29,7 @@ from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
 from launch.config import PRESETS, TrainConfig
 from launch.evaluate_cli import load_policy
 from launch.run_dir import load_checkpoint
+from replay.snapshot import atomic_write_text
 
 RANDOM_POLICY_RETURN = -55.0
 """Mean return of uniform random actions on CarRacing-v3, as measured in issue 11 (about -55)."""
@@ -244,10 +245,11 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: --name {args.name!r} is not a plain file name: drop the folders")
     name = args.name or report_name(base, args.out_dir, args.runs_dir, args.seeds)
     path = args.out_dir / f"{name}.json"
+    command = "sacae bench learning " + " ".join(argv)
     report = read_report(path) or {
         "preset": args.preset,
         "machine": machine(),
-        "command": "sacae bench learning " + " ".join(argv),
+        "command": command,
         "mode": "serial" if args.serial else "distributed",
         "seeds": {},
     }
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = seed_config(args, overrides, seed, run_dir)
         wall_s = train_seed(cfg, resume)
         report["config"] = json.loads(cfg.to_json())
-        report["command"] = "sacae bench learning " + " ".join(argv)
+        report["command"] = command
         report["seeds"][str(seed)] = {
             "run_dir": str(run_dir),
             "machine": machine(),  # seeds of one report may be trained on different days
@@ -350,8 +352,6 @@ def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, n
 def write_report(report: dict, path: Path) -> None:
     """The report JSON (replaced whole, never half written), its plot and the index."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(report, indent=1) + "\n")
-    partial.replace(path)
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
     plot(report, path.with_suffix(".png"))
     write_index(path.parent)

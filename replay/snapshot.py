@@ -124,7 +124,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all (temp file, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -181,7 +182,7 @@ def save_snapshot(
         "total_written": hi,
         "created_unix_s": time.time(),
     }
-    _atomic_write_text(path.with_suffix(".json"), json.dumps(manifest, indent=1))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(manifest, indent=1))
     _prune(directory, keep)
     return path
 

@@ -151,7 +151,7 @@ def test_each_seed_is_recorded_when_it_ends_and_a_later_day_trains_only_the_miss
         main(argv)
     first = json.loads((out / "day.json").read_text())
     assert list(first["seeds"]) == ["0"] and trained == [0, 1]
-    assert "day" in (out / "README.md").read_text() and not list(out.glob("*.partial"))
+    assert "day" in (out / "README.md").read_text() and not list(out.glob("*.tmp"))
     # Another day, a fresh checkout: no run directories; seed 0 is kept, only seed 1 trains.
     runs.rename(tmp_path / "gone")
 
