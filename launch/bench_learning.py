@@ -213,13 +213,19 @@ def trained_s(seed_report: dict) -> float:
     return seed_report["eval"]["counters"].get("train_s", seed_report["wall_s"])
 
 
+def seed_run_dir(runs_dir: Path, name: str, seed: int) -> Path:
+    """The run directory of one seed of the report `name`: where it trains, resumes and is found
+    again to continue to a larger budget."""
+    return runs_dir / f"{name}-seed{seed}"
+
+
 def report_name(base: str, out_dir: Path, runs_dir: Path, seeds: tuple[int, ...]) -> str:
     """`base`, or `base-2`, `base-3`, ... : a name whose report already exists is taken unless this
     invocation resumes that report's runs (every seed's run directory exists), so a second run on
     the same day never overwrites the first one's report."""
     name, n = base, 1
     while (out_dir / f"{name}.json").exists() and not all(
-        (runs_dir / f"{name}-seed{seed}").is_dir() for seed in seeds
+        seed_run_dir(runs_dir, name, seed).is_dir() for seed in seeds
     ):
         n += 1
         name = f"{base}-{n}"
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         if seed in keep:
             print(f"sacae: seed {seed} is done in {path}: kept, not trained again", flush=True)
             continue
-        run_dir = args.runs_dir / f"{name}-seed{seed}"
+        run_dir = seed_run_dir(args.runs_dir, name, seed)
         resume = (
             run_dir
             if (run_dir / "checkpoints").is_dir()
@@ -337,7 +343,7 @@ def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, n
     if not differing(ours, report["config"], skip=()):
         return done
     lost = [
-        s for s in done if s not in args.seeds or not (args.runs_dir / f"{name}-seed{s}").is_dir()
+        s for s in done if s not in args.seeds or not seed_run_dir(args.runs_dir, name, s).is_dir()
     ]
     if lost:
         raise SystemExit(
