@@ -4,11 +4,13 @@ against the base.
 
 Each arm is an ordinary learning report, `<name>-<arm>.json` in `benchmarks/learning/`, so it is
 listed in the index with its own command. The comparison goes to
-`benchmarks/learning/ablations/<name>.{json,md,png}`. Running the same command again (same
-`--name`) skips the arms whose report has every seed, and in the others trains only the seeds their
-report lacks (resuming a seed's run directory, with what is left of its time budget, where there is
-one): an ablation of 2-hour runs can span several sittings, even fresh clones with the reports
-committed in between.
+`benchmarks/learning/ablations/<name>.{json,md,png}`. Seeds run in the outer loop (seed 0 of every
+arm, then seed 1 of every arm), so a stopped ablation already shows each arm once. Running the same
+command again (same `--name`) keeps every seed the arms' reports hold, after checking each report
+against its arm's config, and trains only the missing ones (resuming a seed's run directory, with
+what is left of its time budget, where there is one). With `--max-seeds 1` each invocation trains
+the next missing seed and compares what is done: an ablation of 2-hour runs spans sittings, even
+fresh clones with the reports committed in between, by running the same command in each.
 
 How far apart two arms are is judged over seeds, not tracks: the final policy of one seed is one
 draw of the training's outcome, and the 100 tracks only pin down that draw's mean. With 2 seeds per
@@ -61,6 +63,9 @@ class AblationArgs:
     name: str = ""
     """Stem of the reports' names; empty means `<date>-<preset>-ablation`. Give the same name to
     resume an ablation on a later day."""
+    max_seeds: int = 0
+    """Train at most this many (arm, seed) runs in this invocation, then compare what is done
+    (0 = every missing one): `--max-seeds 1` fits one 2-hour seed into each sitting."""
     runs_dir: Path = Path("runs/learning")
     """Where the seeds' run directories go."""
     out_dir: Path = Path("benchmarks/learning")
@@ -98,7 +103,7 @@ def permutation_p(base: list[float], arm: list[float]) -> float:
 
 def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[dict]:
     """One row per arm: its seeds' eval means, their mean, and the difference to the base arm."""
-    base = [s["eval"]["mean"] for s in reports[BASE]["seeds"].values()]
+    base = [s["eval"]["mean"] for s in reports[BASE]["seeds"].values()] if BASE in reports else []
     rows = []
     for arm, report in reports.items():
         means = [s["eval"]["mean"] for s in report["seeds"].values()]
@@ -109,7 +114,7 @@ def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[d
             "mean": float(np.mean(means)),
             "trained_min": [bench_learning.trained_s(s) / 60 for s in report["seeds"].values()],
         }
-        if arm != BASE:
+        if arm != BASE and base:
             row["delta"] = row["mean"] - float(np.mean(base))
             if len(means) >= 2 and len(base) >= 2:
                 row["p"] = permutation_p(base, means)
@@ -117,7 +122,7 @@ def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[d
     return rows
 
 
-def markdown(name: str, rows: list[dict], command: str) -> str:
+def markdown(name: str, rows: list[dict], command: str, missing: dict[str, list[int]]) -> str:
     lines = [
         f"# Ablation {name}",
         "",
@@ -138,6 +143,11 @@ def markdown(name: str, rows: list[dict], command: str) -> str:
             + (f"{r['delta']:+.0f}" if "delta" in r else "") + " | "
             + (f"{r['p']:.2f}" if "p" in r else "") + " |"
         )  # fmt: skip
+    todo = [
+        f"{arm} (seeds {', '.join(map(str, seeds))})" for arm, seeds in missing.items() if seeds
+    ]
+    if todo:
+        lines += ["", "Still to train (run the same command again): " + "; ".join(todo) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -164,15 +174,16 @@ def plot(reports: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def arm_report(args: AblationArgs, stem: str, arm: str, overrides: list[str]) -> dict:
-    """The arm's learning report: read when it has every seed, trained (or resumed) otherwise."""
-    path = args.out_dir / f"{stem}-{arm}.json"
-    if path.exists():
-        report = json.loads(path.read_text())
-        if all(str(seed) in report["seeds"] for seed in args.seeds):
-            print(f"sacae: arm {arm}: report {path} has every seed", flush=True)
-            return report
-    argv = ["--preset", args.preset, "--seeds", *map(str, args.seeds)]
+def held_seeds(args: AblationArgs, stem: str, arm: str) -> list[int]:
+    """The seeds of this ablation that the arm's report already holds (none without a report)."""
+    report = bench_learning.read_report(args.out_dir / f"{stem}-{arm}.json")
+    return [seed for seed in args.seeds if report and str(seed) in report["seeds"]]
+
+
+def learn(args: AblationArgs, stem: str, arm: str, overrides: list[str], seeds: list[int]) -> dict:
+    """`sacae bench learning` for the arm's report: it keeps the seeds the report holds for the
+    same config (and refuses a report of another), and trains or resumes the others."""
+    argv = ["--preset", args.preset, "--seeds", *map(str, seeds)]
     argv += ["--minutes", str(args.minutes)] if args.minutes else []
     argv += ["--frames", str(args.frames)] if args.frames else []
     argv += ["--serial"] if args.serial else []
@@ -200,13 +211,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"error: --arms {list(args.arms)} repeats an arm name")
     check_arms(args.preset, common, arms)
     stem = args.name or f"{time.strftime('%Y-%m-%d')}-{args.preset}-ablation"
-    reports = {arm: arm_report(args, stem, arm, [*common, *o]) for arm, o in arms.items()}
+    if args.max_seeds < 0:
+        raise SystemExit(f"error: --max-seeds {args.max_seeds} is negative: give 0 (all) or more")
+    overrides = {arm: [*common, *o] for arm, o in arms.items()}
+    held = {arm: held_seeds(args, stem, arm) for arm in arms}
+    # Every report read back is checked against its arm's config before anything trains.
+    reports = {arm: learn(args, stem, arm, overrides[arm], held[arm]) for arm in arms if held[arm]}
+    todo = [(seed, arm) for seed in args.seeds for arm in arms if seed not in held[arm]]
+    for seed, arm in todo[: args.max_seeds or None]:
+        reports[arm] = learn(args, stem, arm, overrides[arm], [seed])
+        held[arm].append(seed)
+    reports = {arm: reports[arm] for arm in arms if arm in reports}
+    missing = {arm: [s for s in args.seeds if s not in held[arm]] for arm in arms}
     rows = compare(reports, arms)
     folder = args.out_dir / "ablations"
     folder.mkdir(parents=True, exist_ok=True)
     command = "sacae bench ablation " + shlex.join(argv)
-    (folder / f"{stem}.json").write_text(json.dumps({"command": command, "arms": rows}, indent=1))
-    (folder / f"{stem}.md").write_text(markdown(stem, rows, command))
+    summary = {"command": command, "arms": rows, "missing": missing}
+    (folder / f"{stem}.json").write_text(json.dumps(summary, indent=1))
+    (folder / f"{stem}.md").write_text(markdown(stem, rows, command, missing))
     plot(reports, folder / f"{stem}.png")
-    print(json.dumps({"ablation": stem, "arms": rows}), flush=True)
+    print(json.dumps({"ablation": stem, "arms": rows, "missing": missing}), flush=True)
     return rows

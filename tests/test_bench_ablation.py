@@ -56,7 +56,7 @@ def test_comparison_rows_give_each_arm_against_the_base():
     base, arm = compare(reports, overrides)
     assert base["mean"] == 530.0 and "delta" not in base and base["trained_min"] == [120.0, 120.0]
     assert arm["delta"] == -190.0 and arm["p"] == pytest.approx(1 / 3)
-    table = markdown("x", [base, arm], "sacae bench ablation")
+    table = markdown("x", [base, arm], "sacae bench ablation", {BASE: [], "no-shift": []})
     assert (
         "| no-shift | `--learner.augment-shift 0` | 120, 120 | 300, 380 | 340 | -190 | 0.33 |"
         in table
@@ -66,6 +66,10 @@ def test_comparison_rows_give_each_arm_against_the_base():
         {BASE: fake_report([500.0]), "a": fake_report([400.0])}, {BASE: [], "a": ["-x"]}
     )
     assert single[1]["delta"] == -100.0 and "p" not in single[1]
+    assert "Still to train" not in table
+    assert "Still to train (run the same command again): a (seeds 1)." in markdown(
+        "x", single, "sacae bench ablation", {BASE: [], "a": [1]}
+    )
 
 
 @pytest.mark.slow
@@ -92,3 +96,38 @@ def test_a_tiny_ablation_writes_each_arm_report_and_the_comparison_and_skips_don
     assert main(argv) == rows
     assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
     assert not (tmp_path / "runs").exists()
+    # An arm whose overrides changed is not read back as done: its report is refused, naming why.
+    changed = [a.replace("batch-size 8", "batch-size 4") for a in argv]
+    with pytest.raises(SystemExit, match="learner.batch_size"):
+        main(changed)
+    assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
+
+
+@pytest.mark.slow
+def test_max_seeds_trains_the_next_missing_seed_of_every_arm_in_turn(tmp_path):
+    out = tmp_path / "out"
+    argv = [
+        "--preset", "smoke", "--seeds", "0", "1", "--frames", "200", "--serial",
+        "--eval-episodes", "1", "--arms", "small-batch: --learner.batch-size 8", "--name", "t",
+        "--max-seeds", "1", "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(out),
+        "--", "--run.no-progress-bar",
+    ]  # fmt: skip
+    # First sitting: the base arm's seed 0 only; the comparison says what is still to train.
+    rows = main(argv)
+    assert [(r["arm"], len(r["seed_means"])) for r in rows] == [(BASE, 1)]
+    summary = json.loads((out / "ablations" / "t.json").read_text())
+    assert summary["missing"] == {BASE: [1], "small-batch": [0, 1]}
+    assert "small-batch (seeds 0, 1)" in (out / "ablations" / "t.md").read_text()
+    # Second sitting: seeds run in the outer loop, so the other arm's seed 0 comes next.
+    rows = main(argv)
+    assert [(r["arm"], len(r["seed_means"])) for r in rows] == [(BASE, 1), ("small-batch", 1)]
+    assert rows[1]["delta"] == rows[1]["mean"] - rows[0]["mean"] and "p" not in rows[1]
+    assert json.loads((out / "t-small-batch.json").read_text())["seeds"].keys() == {"0"}
+    assert json.loads((out / "ablations" / "t.json").read_text())["missing"] == {
+        BASE: [1],
+        "small-batch": [1],
+    }
+    bad = list(argv)
+    bad[bad.index("--max-seeds") + 1] = "-1"
+    with pytest.raises(SystemExit, match="--max-seeds -1 is negative"):
+        main(bad)
