@@ -113,6 +113,11 @@ def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[d
             "seed_means": means,
             "mean": float(np.mean(means)),
             "trained_min": [bench_learning.trained_s(s) / 60 for s in report["seeds"].values()],
+            "frames": [s["eval"]["counters"].get("env_frames") for s in report["seeds"].values()],
+            "machines": [
+                s.get("machine", report.get("machine", {})).get("cpu", "?")
+                for s in report["seeds"].values()
+            ],
         }
         if arm != BASE and base:
             row["delta"] = row["mean"] - float(np.mean(base))
@@ -132,13 +137,16 @@ def markdown(name: str, rows: list[dict], command: str, missing: dict[str, list[
         "permutation test over seed means (with n and m seeds it cannot go below 2 / C(n+m, n):",
         "1/3 for 2 seeds per arm, so 2 seeds can only show a direction, not settle it).",
         "",
-        "| arm | overrides | minutes/seed | eval mean per seed | mean over seeds | vs base | p |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | overrides | minutes/seed | k frames/seed | machine/seed | eval mean per seed | "
+        "mean over seeds | vs base | p |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['arm']} | `{' '.join(r['overrides'])}` | "
             f"{', '.join(f'{m:.0f}' for m in r['trained_min'])} | "
+            f"{', '.join('?' if f is None else f'{f / 1000:.1f}' for f in r['frames'])} | "
+            f"{', '.join(r['machines'])} | "
             f"{', '.join(f'{m:.0f}' for m in r['seed_means'])} | {r['mean']:.0f} | "
             + (f"{r['delta']:+.0f}" if "delta" in r else "") + " | "
             + (f"{r['p']:.2f}" if "p" in r else "") + " |"

@@ -322,11 +322,31 @@ def differing(ours: dict, theirs: dict, skip: tuple[str, ...]) -> list[str]:
     ]
 
 
+def same_stop(seed_report: dict, theirs: dict, ours: dict) -> bool:
+    """Whether a finished seed, trained to the `run` budget `theirs`, is also what `ours` trains:
+    the budget that ended it is the same in both and the other one was not reached there. A seed
+    that ran out of its 120 minutes at 114k frames is the same run under a 115k-frame cap with the
+    same 120 minutes, so an ablation can add a frame cap (the same data on a faster machine)
+    without training its finished seeds again."""
+    counters = seed_report.get("eval", {}).get("counters", {})
+    if "env_frames" not in counters or "train_s" not in counters:
+        return False  # a report from before these counters: nothing to tell the stop by
+    frames, seconds = counters["env_frames"], counters["train_s"]
+    their_frames, their_s = theirs["total_env_frames"], theirs["max_seconds"]
+    our_frames, our_s = ours["total_env_frames"], ours["max_seconds"]
+    by_time = their_s > 0 and seconds >= their_s and frames < their_frames
+    by_frames = frames >= their_frames
+    if by_time:
+        return our_s == their_s and frames < our_frames
+    return by_frames and our_frames == their_frames and (our_s <= 0 or seconds < our_s)
+
+
 def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, name: str) -> set:
     """The seeds the report already holds for this very setup: kept, not trained again. A report
     compares like with like, so seeds of another preset, mode or config are refused before
-    anything trains; seeds of another budget are continued to this one from their run
-    directories (all of them, or the report would mix budgets)."""
+    anything trains; seeds of another budget are kept where that budget would have ended them at
+    the same point (`same_stop`), and otherwise continued to this one from their run directories
+    (all of them, or the report would mix budgets)."""
     if not report["seeds"]:
         return set()
     mode = "serial" if args.serial else "distributed"
@@ -340,7 +360,9 @@ def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, n
             "or the same options as that report's command: " + report["command"]
         )
     done = {int(seed) for seed in report["seeds"]}
-    if not differing(ours, report["config"], skip=()):
+    if not differing(ours, report["config"], skip=()) or all(
+        same_stop(seed, report["config"]["run"], ours["run"]) for seed in report["seeds"].values()
+    ):
         return done
     lost = [
         s for s in done if s not in args.seeds or not seed_run_dir(args.runs_dir, name, s).is_dir()

@@ -42,7 +42,8 @@ def fake_report(means: list[float], minutes: float = 120.0) -> dict:
     seeds = {
         str(i): {
             "wall_s": 1.0,
-            "eval": {"mean": m, "counters": {"train_s": minutes * 60}},
+            "machine": {"cpu": "AMD EPYC"},
+            "eval": {"mean": m, "counters": {"train_s": minutes * 60, "env_frames": 114_735}},
             "curve": [],
         }
         for i, m in enumerate(means)
@@ -58,8 +59,8 @@ def test_comparison_rows_give_each_arm_against_the_base():
     assert arm["delta"] == -190.0 and arm["p"] == pytest.approx(1 / 3)
     table = markdown("x", [base, arm], "sacae bench ablation", {BASE: [], "no-shift": []})
     assert (
-        "| no-shift | `--learner.augment-shift 0` | 120, 120 | 300, 380 | 340 | -190 | 0.33 |"
-        in table
+        "| no-shift | `--learner.augment-shift 0` | 120, 120 | 114.7, 114.7 | AMD EPYC, AMD EPYC "
+        "| 300, 380 | 340 | -190 | 0.33 |" in table
     )
     # One seed per arm: a difference, but no test.
     single = compare(

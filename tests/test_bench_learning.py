@@ -118,6 +118,37 @@ def test_a_report_keeps_its_seeds_only_for_the_same_setup(tmp_path):
     assert done_seeds(report, path, longer, seed_config(longer, [], 0, tmp_path), "r") == set()
 
 
+def test_a_seed_its_time_budget_ended_is_kept_under_a_frame_cap_it_never_reached(tmp_path):
+    # Two seeds that ran out of their 120 minutes at 114.7k and 113.6k frames (of 400k).
+    timed = LearningArgs(
+        preset="smoke", seeds=(0, 1), frames=400_000, minutes=120, runs_dir=tmp_path
+    )
+    report = smoke_report(timed, [], [0, 1])
+    for seed, frames in (("0", 114_735), ("1", 113_560)):
+        report["seeds"][seed]["eval"]["counters"] = {"env_frames": frames, "train_s": 7201.0}
+    path = tmp_path / "r.json"
+
+    def keeps(frames: int, minutes: float) -> set:
+        args = LearningArgs(
+            preset="smoke", seeds=(0, 1), frames=frames, minutes=minutes, runs_dir=tmp_path
+        )
+        return done_seeds(report, path, args, seed_config(args, [], 0, tmp_path), "r")
+
+    # A cap above both seeds' frames with the same minutes: the same runs, kept.
+    assert keeps(115_000, 120) == {0, 1}
+    # A cap below one seed's frames would have ended it earlier; more minutes would have gone on:
+    # either way the seeds must be continued, and there are no run directories to continue.
+    for frames, minutes in ((114_000, 120), (115_000, 150)):
+        with pytest.raises(SystemExit, match="cannot be continued"):
+            keeps(frames, minutes)
+    # A seed its frame budget ended is kept under more minutes than it took, not under a new cap.
+    report["seeds"]["1"]["eval"]["counters"] = {"env_frames": 400_002, "train_s": 5000.0}
+    report["seeds"]["0"]["eval"]["counters"] = {"env_frames": 400_001, "train_s": 5100.0}
+    assert keeps(400_000, 180) == {0, 1}
+    with pytest.raises(SystemExit, match="cannot be continued"):
+        keeps(500_000, 120)
+
+
 def test_a_damaged_report_is_named_and_left_as_it_is(tmp_path):
     path = tmp_path / "r.json"
     assert read_report(path) is None
