@@ -26,7 +26,7 @@ import tyro
 from actors.carracing import SOLVED_RETURN
 from actors.evaluate import evaluate_policy
 from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
-from launch.config import PRESETS, TrainConfig
+from launch.config import PRESETS, RunConfig, TrainConfig
 from launch.evaluate_cli import load_policy
 from launch.run_dir import load_checkpoint
 from replay.snapshot import atomic_write_text
@@ -104,9 +104,16 @@ def train_seed(cfg: TrainConfig, resume: Path | None) -> float:
     return time.monotonic() - start
 
 
-def final_eval(run_dir: Path, episodes: int) -> dict:
-    """The deterministic policy of the run's newest checkpoint on `episodes` fresh stock tracks."""
-    checkpoint = load_checkpoint(run_dir)
+def budget_spent(run: RunConfig, counters: dict) -> bool:
+    """Whether a run's counters reached its budget (the frames, or the minutes where set), as the
+    runner's own stop condition reads it: a distributed run ended by Ctrl-C or SIGTERM returns
+    normally, with a checkpoint, short of it."""
+    over_time = run.max_seconds and counters.get("train_s", 0.0) > run.max_seconds
+    return counters["env_frames"] >= run.total_env_frames or bool(over_time)
+
+
+def final_eval(checkpoint: dict, episodes: int) -> dict:
+    """The deterministic policy of a run's checkpoint on `episodes` fresh stock tracks."""
     policy, cfg = load_policy(checkpoint)
     result = evaluate_policy(policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED)
     return {
@@ -273,13 +280,21 @@ def main(argv: list[str] | None = None) -> dict:
         )
         cfg = seed_config(args, overrides, seed, run_dir)
         wall_s = train_seed(cfg, resume)
+        checkpoint = load_checkpoint(run_dir)
+        if not budget_spent(cfg.run, checkpoint["counters"]):
+            done = checkpoint["counters"]
+            raise SystemExit(
+                f"sacae: seed {seed} stopped at {done['env_frames']:,} env frames and "
+                f"{done.get('train_s', 0) / 60:.0f} minutes, short of its budget: it is neither "
+                f"evaluated nor recorded in {path}; the same command resumes it from {run_dir}"
+            )
         report["config"] = json.loads(cfg.to_json())
         report["command"] = command
         report["seeds"][str(seed)] = {
             "run_dir": str(run_dir),
             "machine": machine(),  # seeds of one report may be trained on different days
             "wall_s": wall_s,  # this invocation, from start-up to the end of training
-            "eval": final_eval(run_dir, args.eval_episodes),
+            "eval": final_eval(checkpoint, args.eval_episodes),
             "curve": curve_points(run_dir),
         }
         print(json.dumps({"seed": seed, **report["seeds"][str(seed)]["eval"]}), flush=True)

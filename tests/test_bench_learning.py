@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -183,6 +184,19 @@ def test_each_seed_is_recorded_when_it_ends_and_a_later_day_trains_only_the_miss
     first = json.loads((out / "day.json").read_text())
     assert list(first["seeds"]) == ["0"] and trained == [0, 1]
     assert "day" in (out / "README.md").read_text() and not list(out.glob("*.tmp"))
+
+    # A distributed run that Ctrl-C or SIGTERM ends returns normally with a checkpoint short of
+    # its budget: that seed is neither evaluated nor recorded as done.
+    def returned_short(cfg, resume):
+        trained.append(cfg.run.seed)
+        return train_seed(
+            dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, total_env_frames=100)), resume
+        )
+
+    monkeypatch.setattr(bench_learning, "train_seed", returned_short)
+    with pytest.raises(SystemExit, match="seed 1 stopped at .* short of its budget"):
+        main(argv)
+    assert trained == [0, 1, 1] and json.loads((out / "day.json").read_text()) == first
     # Another day, a fresh checkout: no run directories; seed 0 is kept, only seed 1 trains.
     runs.rename(tmp_path / "gone")
 
@@ -192,7 +206,7 @@ def test_each_seed_is_recorded_when_it_ends_and_a_later_day_trains_only_the_miss
 
     monkeypatch.setattr(bench_learning, "train_seed", counted)
     report = main(argv)
-    assert trained == [0, 1, 1]
+    assert trained == [0, 1, 1, 1]
     assert list(report["seeds"]) == ["0", "1"] and report["seeds"]["0"] == first["seeds"]["0"]
     assert report["seeds"]["1"]["eval"]["counters"]["env_frames"] >= 200
     assert json.loads((out / "day.json").read_text()) == json.loads(json.dumps(report))
