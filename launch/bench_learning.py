@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["command"] = command
         report["seeds"][str(seed)] = {
             "run_dir": str(run_dir),
+            "command": command,  # the report's own "command" is the last invocation's
             "machine": machine(),  # seeds of one report may be trained on different days
             "wall_s": wall_s,  # this invocation, from start-up to the end of training
             "eval": final_eval(checkpoint, args.eval_episodes),

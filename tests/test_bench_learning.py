@@ -209,6 +209,7 @@ def test_each_seed_is_recorded_when_it_ends_and_a_later_day_trains_only_the_miss
     assert trained == [0, 1, 1, 1]
     assert list(report["seeds"]) == ["0", "1"] and report["seeds"]["0"] == first["seeds"]["0"]
     assert report["seeds"]["1"]["eval"]["counters"]["env_frames"] >= 200
+    assert report["seeds"]["1"]["command"] == "sacae bench learning " + " ".join(argv)
     assert json.loads((out / "day.json").read_text()) == json.loads(json.dumps(report))
 
 
