@@ -422,7 +422,8 @@ class Driver:
         if self.topology.learner_gpus or self._eta_said or rate <= 0 or self.counters.updates < 10:
             return
         self._eta_said = True
-        print(cpu_eta_line(self.cfg, self.counters.env_frames, rate), flush=True)
+        line = cpu_eta_line(self.cfg, self.counters.env_frames, rate, self.runner.trained_s())
+        print(line, flush=True)
 
     def _resume_hint(self) -> str:
         latest = self.run.latest_checkpoint()
@@ -458,8 +459,11 @@ class Driver:
         self.runner.write_row(extra)
 
 
-def cpu_eta_line(cfg: TrainConfig, env_frames: int, updates_per_s: float) -> str:
-    """What a learner without a GPU will take for the rest of the run, and what to do about it."""
+def cpu_eta_line(
+    cfg: TrainConfig, env_frames: int, updates_per_s: float, trained_s: float = 0.0
+) -> str:
+    """What a learner without a GPU will take for the rest of the run, and what to do about it;
+    where `run.max_seconds` ends the run first, about where it will stop."""
     frames_left = max(cfg.run.total_env_frames - env_frames, 0)
     updates = frames_left / cfg.env.action_repeat * cfg.learner.updates_per_step
     hours = updates / updates_per_s / 3600
@@ -467,6 +471,19 @@ def cpu_eta_line(cfg: TrainConfig, env_frames: int, updates_per_s: float) -> str
         f"sacae: no GPU: the learner measured {updates_per_s:.2f} updates/s; the "
         f"{frames_left:,} env frames left ({updates:,.0f} updates) take about {hours:,.1f} h"
     )
+    seconds_left = cfg.run.max_seconds - trained_s
+    if cfg.run.max_seconds and seconds_left < hours * 3600:
+        frames_then = (
+            env_frames
+            + max(seconds_left, 0.0)
+            * updates_per_s
+            / max(cfg.learner.updates_per_step, 1e-9)
+            * cfg.env.action_repeat
+        )
+        line += (
+            f"; run.max_seconds ends it first, after {max(seconds_left, 0.0) / 60:,.0f} min, at "
+            f"about {frames_then:,.0f} env frames at this rate"
+        )
     if hours <= 12 or CPU_PRESET not in PRESETS:
         return line
     # The networks and batch say whether the CPU preset is in use (a run of it may override its

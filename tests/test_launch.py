@@ -184,6 +184,11 @@ def test_cpu_only_run_is_told_its_rate_and_time():
     cpu = dataclasses.replace(cpu, run=dataclasses.replace(cpu.run, seed=3, max_seconds=60.0))
     line = cpu_eta_line(cpu, 0, 0.5)
     assert "--preset" not in line and "run.total_env_frames" in line, line
+    # Its 60 seconds end it first: at 0.5 updates/s, 1 per agent step of 4 frames, 120 env frames.
+    assert "ends it first, after 1 min, at about 120 env frames" in line, line
+    assert "ends it first" not in cpu_eta_line(cpu, 0, 1e9)  # the frames end before the minute
+    # A resumed run has what is left of its minutes.
+    assert "after 0 min, at about 1,000 env frames" in cpu_eta_line(cpu, 1000, 0.5, trained_s=61.0)
     assert "sized" not in cpu_eta_line(cpu, 0, 100.0)  # a run that ends in time is left alone
 
 
