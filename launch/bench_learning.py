@@ -26,9 +26,10 @@ import tyro
 from actors.carracing import SOLVED_RETURN
 from actors.evaluate import evaluate_policy
 from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
-from launch.config import PRESETS, RunConfig, TrainConfig
+from launch.config import PRESETS, TrainConfig
 from launch.evaluate_cli import load_policy
 from launch.run_dir import load_checkpoint
+from launch.runner import budget_left
 from replay.snapshot import atomic_write_text
 
 RANDOM_POLICY_RETURN = -55.0
@@ -102,14 +103,6 @@ def train_seed(cfg: TrainConfig, resume: Path | None) -> float:
 
         train(cfg, resume=resume)
     return time.monotonic() - start
-
-
-def budget_spent(run: RunConfig, counters: dict) -> bool:
-    """Whether a run's counters reached its budget (the frames, or the minutes where set), as the
-    runner's own stop condition reads it: a distributed run ended by Ctrl-C or SIGTERM returns
-    normally, with a checkpoint, short of it."""
-    over_time = run.max_seconds and counters.get("train_s", 0.0) > run.max_seconds
-    return counters["env_frames"] >= run.total_env_frames or bool(over_time)
 
 
 def final_eval(checkpoint: dict, episodes: int) -> dict:
@@ -281,8 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = seed_config(args, overrides, seed, run_dir)
         wall_s = train_seed(cfg, resume)
         checkpoint = load_checkpoint(run_dir)
-        if not budget_spent(cfg.run, checkpoint["counters"]):
-            done = checkpoint["counters"]
+        done = checkpoint["counters"]
+        # A distributed run that Ctrl-C or SIGTERM ended returns normally, short of its budget.
+        if budget_left(cfg.run, done["env_frames"], done.get("train_s", 0.0)):
             raise SystemExit(
                 f"sacae: seed {seed} stopped at {done['env_frames']:,} env frames and "
                 f"{done.get('train_s', 0) / 60:.0f} minutes, short of its budget: it is neither "

@@ -18,7 +18,7 @@ from actors.collector import CollectStats
 from actors.evaluate import EvalResult
 from actors.metrics import diagnostic_metrics
 from actors.spec import EnvSpec
-from launch.config import TrainConfig
+from launch.config import RunConfig, TrainConfig
 from launch.metrics import MetricsLogger, ProgressBar, plot_learning_curve
 from launch.run_dir import RunDir
 from replay.sampler import shard_metrics
@@ -37,6 +37,13 @@ class Counters:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def budget_left(run: RunConfig, env_frames: int, trained_s: float) -> bool:
+    """A run's stop condition: frames left in the budget, and time left when `run.max_seconds`
+    is set. `sacae bench learning` reads a finished run's counters with it too."""
+    over_time = run.max_seconds and trained_s > run.max_seconds
+    return env_frames < run.total_env_frames and not over_time
 
 
 class Every:
@@ -113,10 +120,7 @@ class Runner:
         return time.monotonic() - self.clock_zero
 
     def running(self) -> bool:
-        """Frames left in the budget, and time left when `run.max_seconds` is set."""
-        limit = self.cfg.run.max_seconds
-        over_time = limit and self.trained_s() > limit
-        return self.counters.env_frames < self.cfg.run.total_env_frames and not over_time
+        return budget_left(self.cfg.run, self.counters.env_frames, self.trained_s())
 
     def on_collect(self, stats: CollectStats) -> None:
         """Count what a collector did."""

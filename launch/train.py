@@ -466,20 +466,15 @@ def cpu_eta_line(
     where `run.max_seconds` ends the run first, about where it will stop."""
     frames_left = max(cfg.run.total_env_frames - env_frames, 0)
     updates = frames_left / cfg.env.action_repeat * cfg.learner.updates_per_step
-    hours = updates / updates_per_s / 3600
+    frames_per_s = updates_per_s / cfg.learner.updates_per_step * cfg.env.action_repeat
+    hours = frames_left / frames_per_s / 3600
     line = (
         f"sacae: no GPU: the learner measured {updates_per_s:.2f} updates/s; the "
         f"{frames_left:,} env frames left ({updates:,.0f} updates) take about {hours:,.1f} h"
     )
     seconds_left = cfg.run.max_seconds - trained_s
     if cfg.run.max_seconds and seconds_left < hours * 3600:
-        frames_then = (
-            env_frames
-            + max(seconds_left, 0.0)
-            * updates_per_s
-            / max(cfg.learner.updates_per_step, 1e-9)
-            * cfg.env.action_repeat
-        )
+        frames_then = env_frames + max(seconds_left, 0.0) * frames_per_s
         line += (
             f"; run.max_seconds ends it first, after {max(seconds_left, 0.0) / 60:,.0f} min, at "
             f"about {frames_then:,.0f} env frames at this rate"
