@@ -320,9 +320,30 @@ BUDGET = ("total_env_frames", "max_seconds")
 """The `run` fields of a seed's budget: a report's seeds can be continued to a larger one."""
 
 
+BOOKKEEPING = (
+    "run.seed",
+    "run.run_dir",
+    "run.address",
+    "run.checkpoint_every_updates",
+    "run.snapshot_replay",
+    "run.log_every_s",
+    "run.progress_bar",
+    "run.eval_video",
+    "run.max_actor_restarts",
+    "run.remote_timeout_s",
+    "replay.snapshot_dir",
+    "replay.snapshot_every_s",
+)
+"""Config fields that change where a seed runs, what it writes and shows, or how it survives a
+fault, never what it learns: seeds that differ only in these are the same setup. A seed trained
+with replay snapshots (`--run.snapshot-replay`, so that a stop costs no replay on resume) joins a
+report of seeds trained without them."""
+
+
 def differing(ours: dict, theirs: dict, skip: tuple[str, ...]) -> list[str]:
-    """`section.field` of every config value that differs, but run.seed, run.run_dir and `skip`."""
-    skip = ("run.seed", "run.run_dir", *(f"run.{field}" for field in skip))
+    """`section.field` of every config value that differs, but `BOOKKEEPING` and the `run` fields
+    in `skip`."""
+    skip = (*BOOKKEEPING, *(f"run.{field}" for field in skip))
     return [
         f"{section}.{key}"
         for section in sorted(set(ours) | set(theirs))

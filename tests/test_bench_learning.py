@@ -104,6 +104,11 @@ def test_a_report_keeps_its_seeds_only_for_the_same_setup(tmp_path):
     report = smoke_report(args, [], [0, 1])
     assert done_seeds(report, path, args, ours, "r") == {0, 1}
     assert done_seeds({**report, "seeds": {}}, path, args, ours, "r") == set()
+    # Replay snapshots, checkpoints and console output change what a seed writes, not what it
+    # learns: a seed trained with snapshots joins a report trained without them.
+    snapshots = ["--run.snapshot-replay", "--run.checkpoint-every-updates", "7"]
+    safer = seed_config(args, [*snapshots, "--run.no-progress-bar"], 0, tmp_path)
+    assert done_seeds(report, path, args, safer, "r") == {0, 1}
     # Another config: refused before anything trains, naming what differs.
     other = smoke_report(args, ["--learner.batch-size", "8"], [0])
     with pytest.raises(SystemExit, match=r"learner\.batch_size.*another --name"):
