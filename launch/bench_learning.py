@@ -28,6 +28,7 @@ from actors.evaluate import evaluate_policy
 from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
 from launch.config import PRESETS, TrainConfig
 from launch.evaluate_cli import load_policy
+from launch.metrics import read_curve
 from launch.run_dir import load_checkpoint
 from launch.runner import budget_left
 from replay.snapshot import atomic_write_text
@@ -131,17 +132,6 @@ def eval_cell(result: dict) -> str:
     cell = f"{result['mean']:.0f} ± {result['std']:.0f} (n={result['episodes']}"
     ci = mean_ci95(result.get("returns", []))
     return cell + (f"; mean ±{ci:.0f} at 95%)" if ci is not None else ")")
-
-
-def curve_points(run_dir: Path) -> list[list[float]]:
-    """(env frames, eval mean, eval std) of the run's periodic evaluations."""
-    points = []
-    path = run_dir / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        row = json.loads(line)
-        if "eval/return_mean" in row:
-            points.append([row["env_frames"], row["eval/return_mean"], row["eval/return_std"]])
-    return points
 
 
 def plot(report: dict, path: Path) -> None:
@@ -290,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
             "machine": machine(),  # seeds of one report may be trained on different days
             "wall_s": wall_s,  # this invocation, from start-up to the end of training
             "eval": final_eval(checkpoint, args.eval_episodes),
-            "curve": curve_points(run_dir),
+            "curve": [list(point) for point in read_curve(run_dir)],
         }
         print(json.dumps({"seed": seed, **report["seeds"][str(seed)]["eval"]}), flush=True)
         # Written after every seed: a 2-hour seed's result survives a stop before the next seed

@@ -21,6 +21,23 @@ def to_float(value) -> float:
     return float(value)
 
 
+def read_curve(run_dir: Path) -> list[tuple[int, float, float]]:
+    """(env frames, eval mean, eval std) of a run's periodic evaluations, from its metrics.jsonl.
+
+    A run resumed from a checkpoint writes a `counters/incarnation` row at the checkpoint's frames
+    (`launch.runner.Runner`); points an earlier incarnation logged past those frames were lost
+    with it (the resumed run evaluates there again), so they are left out."""
+    path = Path(run_dir) / "metrics.jsonl"
+    points: list[tuple[int, float, float]] = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        row = json.loads(line)
+        if "counters/incarnation" in row:
+            points = [point for point in points if point[0] <= row["env_frames"]]
+        if "eval/return_mean" in row:
+            points.append((int(row["env_frames"]), row["eval/return_mean"], row["eval/return_std"]))
+    return points
+
+
 class MetricsLogger:
     """Writes one row of scalars per call to TensorBoard and metrics.jsonl, x-axis = env frames."""
 

@@ -8,6 +8,7 @@ same files and the same metric keys (tests/test_train_modes.py checks it).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from actors.evaluate import EvalResult
 from actors.metrics import diagnostic_metrics
 from actors.spec import EnvSpec
 from launch.config import RunConfig, TrainConfig
-from launch.metrics import MetricsLogger, ProgressBar, plot_learning_curve
+from launch.metrics import MetricsLogger, ProgressBar, plot_learning_curve, read_curve
 from launch.run_dir import RunDir
 from replay.sampler import shard_metrics
 
@@ -47,13 +48,16 @@ def budget_left(run: RunConfig, env_frames: int, trained_s: float) -> bool:
 
 
 class Every:
-    """Fires when a counter crosses the next multiple of `period` after `start` (DrQ-v2's `Every`,
-    on thresholds): episodes of varying length never make an evaluation skip or repeat. A period
-    of 0 never fires."""
+    """Fires when a counter crosses the next multiple of `period` above `start` (DrQ-v2's `Every`,
+    on thresholds): episodes of varying length never make an evaluation skip or repeat. The marks
+    are multiples of `period` whatever `start` is, so a run resumed at 79k frames with evaluations
+    every 20k evaluates at 80k, as the run that never stopped did (`start + period` would move
+    every later mark to 99k, 119k, ... and drop the 80k and 100k points). A period of 0 never
+    fires."""
 
     def __init__(self, period: float, start: float = 0.0):
         self.period = period
-        self.next = start + period
+        self.next = (start // period + 1) * period if period else math.inf
 
     def __call__(self, value: float) -> bool:
         if not self.period or value < self.next:
@@ -106,11 +110,17 @@ class Runner:
         # The training clock's zero, set back by what earlier incarnations trained.
         self.clock_zero = time.monotonic() - self.counters.train_s
         self.window = Window()
-        self.curve: list[tuple[int, float, float]] = []
         self.last_learner_row: dict[str, float] = {}
         self.last_return: float | None = None
         self.actor_restarts = 0
         self.logger = MetricsLogger(run.path)
+        self.curve: list[tuple[int, float, float]] = []
+        if checkpoint is not None:
+            # The resume row marks what an earlier incarnation logged past its checkpoint as lost.
+            # The run keeps its earlier curve points (for the plot, and so that its evaluations go
+            # on to new eval tracks), but not those past the checkpoint: it evaluates there again.
+            self.logger.write(c.env_frames, {"counters/incarnation": c.incarnation})
+            self.curve = read_curve(run.path)
         self.bar = ProgressBar(cfg.run.total_env_frames, c.env_frames, cfg.run.progress_bar)
 
     # -- progress ---------------------------------------------------------------------------------

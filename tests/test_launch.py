@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from actors.collector import CollectStats
+from actors.evaluate import EvalResult
 from actors.spec import EnvSpec
 from launch.cli import main as cli_main
 from launch.config import PRESETS, TrainConfig, config_from_dict, load_config
+from launch.metrics import read_curve
 from launch.ray_setup import ClusterAddressError, _check_reachable
 from launch.run_dir import CheckpointError, RunDir, load_checkpoint
-from launch.runner import Runner, end_summary, replay_metrics
+from launch.runner import Every, Runner, end_summary, replay_metrics
 from launch.train import plan_topology
 from learner.config import ConfigError
 
@@ -288,3 +290,50 @@ def test_a_resumed_run_gets_what_is_left_of_its_time_budget(tmp_path):
     old = Runner(cfg, run, {"learner": {}, "counters": {"env_frames": 500, "updates": 9}}, spec)
     assert old.counters.train_s == 0.0 and old.running()
     old.close()
+
+
+def test_schedules_keep_their_marks_when_a_run_resumes_between_them():
+    fresh = Every(20_000)
+    assert [f for f in range(0, 100_001, 250) if fresh(f)] == [
+        20_000,
+        40_000,
+        60_000,
+        80_000,
+        100_000,
+    ]
+    # Resumed at 78,986 frames: the next marks are 80k and 100k, not 98,986 and 118,986.
+    resumed = Every(20_000, start=78_986)
+    assert [f for f in range(78_986, 120_000, 250) if resumed(f)] == [80_236, 100_236]
+    on_mark = Every(20_000, start=80_000)  # resumed exactly on a mark it has already evaluated
+    assert not on_mark(80_000) and on_mark(100_000)
+    never = Every(0, start=5)
+    assert not any(never(f) for f in range(0, 10**6, 10**4))
+
+
+def test_a_resumed_run_keeps_its_curve_and_goes_on_to_new_eval_tracks(tmp_path):
+    cfg = PRESETS["smoke"]()
+    run_cfg = dataclasses.replace(
+        cfg.run, run_dir=str(tmp_path), progress_bar=False, eval_every_frames=20_000, seed=7
+    )
+    cfg = dataclasses.replace(cfg, run=run_cfg)
+    spec = EnvSpec((3, 8, 8), 3, (-1.0, 0.0, 0.0), (1.0, 1.0, 1.0), ("steer", "gas", "brake"), 50.0)
+    run = RunDir.create(cfg)
+    first = Runner(cfg, run, None, spec)
+    assert first.eval_seed() == 7
+    # Evaluations at 20k and 40k; the 60k one is past the checkpoint (45k) the crash leaves.
+    for frames, mean in ((20_000, -40.0), (40_000, 100.0), (60_000, 300.0)):
+        first.record_eval(frames, EvalResult(mean, 5.0, [mean], [250], None))
+    first.close()
+    saved = {"learner": {}, "counters": {"env_frames": 45_000, "updates": 9}}
+    resumed = Runner(cfg, run, saved, spec)
+    assert resumed.curve == [(20_000, -40.0, 5.0), (40_000, 100.0, 5.0)]
+    assert resumed.eval_seed() == 9  # the third evaluation's tracks, not the first's again
+    assert not resumed.eval_due(59_999) and resumed.eval_due(60_010)
+    resumed.record_eval(60_010, EvalResult(280.0, 5.0, [280.0], [250], None))
+    resumed.close()
+    # The report's curve: the resumed incarnation's 60k point replaces the lost one.
+    assert [p[:2] for p in read_curve(tmp_path)] == [
+        (20_000, -40.0),
+        (40_000, 100.0),
+        (60_010, 280.0),
+    ]
