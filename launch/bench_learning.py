@@ -30,13 +30,15 @@ from launch.config import PRESETS, TrainConfig
 from launch.evaluate_cli import load_policy
 from launch.metrics import read_curve
 from launch.run_dir import load_checkpoint
-from launch.runner import budget_left
+from launch.runner import budget_left, spent_budget
 from replay.snapshot import atomic_write_text
 
 RANDOM_POLICY_RETURN = -55.0
 """Mean return of uniform random actions on CarRacing-v3, as measured in issue 11 (about -55)."""
 FINAL_EVAL_SEED = 90_000
 """Root seed of the final evaluation's tracks (the evaluation seed domain, apart from training)."""
+FINAL_EVAL_FILE = "final_eval.json"
+"""A run directory's final evaluation, beside the checkpoint it evaluated."""
 
 
 @dataclass(frozen=True)
@@ -106,16 +108,34 @@ def train_seed(cfg: TrainConfig, resume: Path | None) -> float:
     return time.monotonic() - start
 
 
-def final_eval(checkpoint: dict, episodes: int) -> dict:
-    """The deterministic policy of a run's checkpoint on `episodes` fresh stock tracks."""
+def final_eval(checkpoint: dict, episodes: int, run_dir: Path) -> dict:
+    """The deterministic policy of a run's checkpoint on `episodes` fresh stock tracks, kept in the
+    run directory (`final_eval.json`): a report lost or rewritten gets the same figure back without
+    driving the tracks again (8 minutes on 2 cores), and one checkpoint has one figure."""
+    kept = run_dir / FINAL_EVAL_FILE
+    try:
+        saved = json.loads(kept.read_text())
+        if (
+            Path(saved["checkpoint"]).name == Path(checkpoint["path"]).name
+            and saved["counters"] == checkpoint["counters"]  # not a later run's equal name
+            and saved["episodes"] == episodes
+        ):
+            print(f"sacae: final evaluation read from {kept} (delete it to evaluate again)")
+            return saved
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as err:  # evaluated again, then replaced
+        print(f"sacae: {kept} is unreadable ({err!r}): evaluating again", flush=True)
     policy, cfg = load_policy(checkpoint)
     result = evaluate_policy(policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED)
-    return {
+    summary = {
         "checkpoint": checkpoint["path"],
         "counters": checkpoint["counters"],
         "episodes": episodes,
         **result.summary(),
     }
+    atomic_write_text(kept, json.dumps(summary) + "\n")
+    return summary
 
 
 def mean_ci95(returns: list[float]) -> float | None:
@@ -262,7 +282,10 @@ def main(argv: list[str] | None = None) -> dict:
             else None
         )
         cfg = seed_config(args, overrides, seed, run_dir)
-        wall_s = train_seed(cfg, resume)
+        spent = resume and spent_budget(cfg.run, load_checkpoint(resume)["counters"])
+        if spent:  # trained to the end before, its report lost: evaluate it, train no further
+            print(f"sacae: seed {seed} in {run_dir}: {spent}, evaluated as it is", flush=True)
+        wall_s = 0.0 if spent else train_seed(cfg, resume)
         checkpoint = load_checkpoint(run_dir)
         done = checkpoint["counters"]
         # A distributed run that Ctrl-C or SIGTERM ended returns normally, short of its budget.
@@ -279,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
             "command": command,  # the report's own "command" is the last invocation's
             "machine": machine(),  # seeds of one report may be trained on different days
             "wall_s": wall_s,  # this invocation, from start-up to the end of training
-            "eval": final_eval(checkpoint, args.eval_episodes),
+            "eval": final_eval(checkpoint, args.eval_episodes, run_dir),
             "curve": [list(point) for point in read_curve(run_dir)],
         }
         print(json.dumps({"seed": seed, **report["seeds"][str(seed)]["eval"]}), flush=True)

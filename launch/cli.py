@@ -47,8 +47,17 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, Path | None]:
 
 def cmd_train(argv: list[str]) -> int:
     cfg, resume = parse_train_args(argv)
-    from launch.runner import end_summary
+    from launch.run_dir import load_checkpoint
+    from launch.runner import end_summary, spent_budget
 
+    spent = spent_budget(cfg.run, load_checkpoint(resume)["counters"]) if resume else None
+    if spent:
+        print(
+            f"sacae: {resume}: nothing to train, {spent}; raise --run.total-env-frames or "
+            "--run.max-seconds to train it further",
+            flush=True,
+        )
+        return 0
     if cfg.run.serial:
         from launch.serial import train_serial
 

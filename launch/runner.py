@@ -47,6 +47,21 @@ def budget_left(run: RunConfig, env_frames: int, trained_s: float) -> bool:
     return env_frames < run.total_env_frames and not over_time
 
 
+def spent_budget(run: RunConfig, counters: dict) -> str | None:
+    """Why a checkpoint's run has nothing left to train under `run`'s budget, or None when it has.
+    Resuming a finished run stops before anything starts: a distributed start would run one
+    learner call of updates past the budget, and the final policy would no longer be the one
+    that was evaluated."""
+    frames, trained_s = counters["env_frames"], counters.get("train_s", 0.0)
+    if budget_left(run, frames, trained_s):
+        return None
+    minutes = f" of {run.max_seconds / 60:g}" if run.max_seconds else ""
+    return (
+        f"its budget is spent ({frames:,} of {run.total_env_frames:,} env frames, "
+        f"{trained_s / 60:.0f}{minutes} minutes trained)"
+    )
+
+
 class Every:
     """Fires when a counter crosses the next multiple of `period` above `start` (DrQ-v2's `Every`,
     on thresholds): episodes of varying length never make an evaluation skip or repeat. The marks

@@ -53,6 +53,41 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     assert counters["train_s"] >= seed["eval"]["counters"]["train_s"]
 
 
+@pytest.mark.slow
+def test_a_lost_report_comes_back_from_the_run_directory_without_training_or_driving(
+    tmp_path, monkeypatch, capsys
+):
+    argv = [
+        "--preset", "smoke", "--seeds", "0", "--frames", "200", "--serial", "--eval-episodes",
+        "2", "--name", "lost", "--runs-dir", str(tmp_path / "runs"), "--out-dir",
+        str(tmp_path / "out"), "--", "--run.no-progress-bar",
+    ]  # fmt: skip
+    first = main(argv)
+    path = tmp_path / "out" / "lost.json"
+    path.unlink()  # a checkout reverted it, or it was deleted
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the finished seed was trained or evaluated again")
+
+    monkeypatch.setattr(bench_learning, "train_seed", refused)
+    monkeypatch.setattr(bench_learning, "evaluate_policy", refused)
+    capsys.readouterr()
+    again = main(argv)
+    out = capsys.readouterr().out
+    assert "seed 0 in" in out and "its budget is spent" in out and "evaluated as it is" in out
+    assert "final evaluation read from" in out
+    assert again["seeds"]["0"]["eval"] == first["seeds"]["0"]["eval"]
+    assert again["seeds"]["0"]["curve"] == first["seeds"]["0"]["curve"]
+    assert json.loads(path.read_text())["seeds"]["0"]["eval"] == first["seeds"]["0"]["eval"]
+    # A damaged final_eval.json is evaluated again (and replaced), never trusted.
+    kept = tmp_path / "runs" / "lost-seed0" / bench_learning.FINAL_EVAL_FILE
+    kept.write_text("{not json")
+    path.unlink()
+    with pytest.raises(AssertionError, match="evaluated again"):
+        main(argv)
+    assert "final_eval.json is unreadable" in capsys.readouterr().out
+
+
 def test_index_gives_the_95_percent_interval_of_the_mean():
     returns = [400.0, 800.0] * 50  # sample std 201.0, n = 100
     assert mean_ci95(returns) == pytest.approx(1.96 * 201.0 / 10, rel=1e-3)

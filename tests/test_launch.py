@@ -16,7 +16,7 @@ from launch.config import PRESETS, TrainConfig, config_from_dict, load_config
 from launch.metrics import read_curve
 from launch.ray_setup import ClusterAddressError, _check_reachable
 from launch.run_dir import CheckpointError, RunDir, load_checkpoint
-from launch.runner import Every, Runner, end_summary, replay_metrics
+from launch.runner import Every, Runner, end_summary, replay_metrics, spent_budget
 from launch.train import plan_topology
 from learner.config import ConfigError
 
@@ -66,6 +66,26 @@ def test_cli_rejects_bad_values_naming_the_field(argv, message, capsys):
 def test_cli_resume_needs_a_run_directory(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no config.json"):
         cli_main(["train", "--resume", str(tmp_path)])
+
+
+def test_resuming_a_finished_run_starts_nothing_and_says_how_to_go_on(tmp_path, capsys):
+    base = PRESETS["smoke"]()
+    run_cfg = dataclasses.replace(base.run, run_dir=str(tmp_path), max_seconds=600.0)
+    cfg = dataclasses.replace(base, run=run_cfg)
+    run = RunDir.create(cfg)
+    frames = cfg.run.total_env_frames
+    counters = {"env_frames": frames, "updates": 9, "train_s": 30.0}
+    ckpt = run.save_checkpoint({}, counters, cfg)
+    assert spent_budget(cfg.run, {**counters, "env_frames": frames - 1}) is None
+    over_time = spent_budget(cfg.run, {**counters, "env_frames": 0, "train_s": 601.0})
+    assert over_time and "10 of 10 minutes trained" in over_time
+    assert cli_main(["train", "--resume", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing to train, its budget is spent ({frames:,} of {frames:,} env frames" in out
+    assert "raise --run.total-env-frames or --run.max-seconds" in out
+    # Nothing started: no new incarnation logged, no checkpoint past the finished one.
+    assert list(run.checkpoints.glob("*.pt")) == [ckpt]
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_unreachable_cluster_address_fails_fast_with_the_address():
