@@ -1,6 +1,6 @@
 """The `sacae` command: train, eval, bench and export.
 
-sacae train [--preset carracing|carracing-cpu|smoke] [--resume RUN_DIR] [--learner.batch-size 64 ...]
+sacae train [--preset carracing|carracing-cpu|sac-ae|smoke] [--resume RUN_DIR] [--learner.batch-size 64 ...]
 sacae eval --checkpoint PATH [--episodes 100] [--video PATH]
 sacae bench {learner,env,replay,scaling,feed,faults,learning,ablation} [...]
 sacae export --run-dir RUN out.parquet

@@ -29,8 +29,8 @@ def test_presets_are_valid_and_round_trip_through_json(name, tmp_path):
     assert json.loads(path.read_text())["env"]["crop"] == [0, 84, 6, 90]
 
 
-def test_carracing_preset_is_the_recipe():
-    cfg = PRESETS["carracing"]()
+def test_sac_ae_preset_is_the_recipe_and_carracing_adds_only_the_measured_aids():
+    cfg = PRESETS["sac-ae"]()
     assert cfg.env.obs_shape == (9, 84, 84) and cfg.env.action_repeat == 4
     assert (
         cfg.learner.batch_size == 128
@@ -38,6 +38,26 @@ def test_carracing_preset_is_the_recipe():
         and cfg.learner.encoder_tau == 0.05
     )
     assert cfg.samples_per_insert == 128
+    aids = (cfg.env.no_progress_steps, cfg.env.skip_zoom, cfg.env.action_map)
+    assert aids == (0, False, "affine") and (cfg.learner.augment_shift, cfg.learner.n_step) == (
+        0,
+        1,
+    )
+    # `carracing` is the recipe with the aids on, the same aids as `carracing-cpu`: nothing else.
+    aided = PRESETS["carracing"]()
+    assert aided.learner.augment_shift == 4 and aided.learner.n_step == 3
+    assert aided.env.no_progress_steps == 50 and aided.env.skip_zoom
+    as_recipe = dataclasses.replace(
+        aided,
+        env=dataclasses.replace(
+            aided.env, no_progress_steps=0, skip_zoom=False, action_map="affine"
+        ),
+        learner=dataclasses.replace(aided.learner, augment_shift=0, n_step=1),
+    )
+    assert as_recipe == cfg
+    cpu = PRESETS["carracing-cpu"]()
+    assert cpu.env == aided.env
+    assert (cpu.learner.augment_shift, cpu.learner.n_step) == (4, 3)
 
 
 def test_unknown_field_in_saved_config_is_refused():
