@@ -39,10 +39,8 @@ def test_sac_ae_preset_is_the_recipe_and_carracing_adds_only_the_measured_aids()
     )
     assert cfg.samples_per_insert == 128
     aids = (cfg.env.no_progress_steps, cfg.env.skip_zoom, cfg.env.action_map)
-    assert aids == (0, False, "affine") and (cfg.learner.augment_shift, cfg.learner.n_step) == (
-        0,
-        1,
-    )
+    assert aids == (0, False, "affine")
+    assert (cfg.learner.augment_shift, cfg.learner.n_step) == (0, 1)
     # `carracing` is the recipe with the aids on, the same aids as `carracing-cpu`: nothing else.
     aided = PRESETS["carracing"]()
     assert aided.learner.augment_shift == 4 and aided.learner.n_step == 3
