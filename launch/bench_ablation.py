@@ -101,6 +101,14 @@ def permutation_p(base: list[float], arm: list[float]) -> float:
     return extreme / len(splits)
 
 
+def machine_label(seed: dict, report: dict) -> str:
+    """The seed's CPU, and the precision its updates ran in where the report recorded it."""
+    cpu = seed.get("machine", report.get("machine", {})).get("cpu", "?")
+    # "cpu: bf16, channels-last on" -> "bf16"; a resumed seed may list several.
+    precisions = sorted({key.split(": ")[-1].split(",")[0] for key in seed.get("numerics", {})})
+    return f"{cpu} ({'+'.join(precisions)})" if precisions else cpu
+
+
 def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[dict]:
     """One row per arm: its seeds' eval means, their mean, and the difference to the base arm."""
     base = [s["eval"]["mean"] for s in reports[BASE]["seeds"].values()] if BASE in reports else []
@@ -114,10 +122,7 @@ def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[d
             "mean": float(np.mean(means)),
             "trained_min": [bench_learning.trained_s(s) / 60 for s in report["seeds"].values()],
             "frames": [s["eval"]["counters"].get("env_frames") for s in report["seeds"].values()],
-            "machines": [
-                s.get("machine", report.get("machine", {})).get("cpu", "?")
-                for s in report["seeds"].values()
-            ],
+            "machines": [machine_label(s, report) for s in report["seeds"].values()],
         }
         if arm != BASE and base:
             row["delta"] = row["mean"] - float(np.mean(base))

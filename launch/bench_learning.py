@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> dict:
             "run_dir": str(run_dir),
             "command": command,  # the report's own "command" is the last invocation's
             "machine": machine(),  # seeds of one report may be trained on different days
+            # Which numerics the updates ran in: precision=auto picks bf16 only on a machine with
+            # it native, so one preset's seeds may differ here by machine.
+            "numerics": checkpoint["learner"].get("numerics_updates", {}),
             "wall_s": wall_s,  # this invocation, from start-up to the end of training
             "eval": final_eval(checkpoint, args.eval_episodes, run_dir),
             "curve": [list(point) for point in read_curve(run_dir)],

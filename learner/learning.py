@@ -104,6 +104,11 @@ class SacAeLearner:
         self.target_entropy = -float(action_dim)
         self.updates = 0
         self.weights_version = 0
+        # Updates per numerics ("cpu: bf16, channels-last on"), this process's and those the loaded
+        # state brings: `precision=auto` resolves per machine, so a run resumed on another CPU, or
+        # two runs of one config, may have learned in different numerics.
+        self._numerics_updates: dict[str, int] = {}
+        self._updates_at_load = 0
         self.to_device = HostToDevice(self.device, cfg.batch_size, action_dim, n_step=cfg.n_step)
 
         critic, policy = self.nets.critic, self.nets.policy
@@ -370,7 +375,17 @@ class SacAeLearner:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "obs_shape": self.obs_shape,
             "action_dim": self.action_dim,
+            "numerics_updates": self.numerics_updates(),
         }
+
+    def numerics_updates(self) -> dict[str, int]:
+        """How many of this learner's updates ran in which numerics, resumes included
+        ("unrecorded": those of a checkpoint written before this was kept)."""
+        history = dict(self._numerics_updates)
+        here = f"{self.device.type}: {self.numerics.describe()}"
+        if self.updates > self._updates_at_load:
+            history[here] = history.get(here, 0) + self.updates - self._updates_at_load
+        return history
 
     def load_state_dict(self, state: dict) -> None:
         if tuple(state["obs_shape"]) != self.obs_shape or state["action_dim"] != self.action_dim:
@@ -387,6 +402,9 @@ class SacAeLearner:
             self._graphs.reset()  # the optimisers' state tensors were replaced
         self.updates = int(state["updates"])
         self.weights_version = int(state["weights_version"])
+        unrecorded = {"unrecorded": self.updates} if self.updates else {}
+        self._numerics_updates = dict(state.get("numerics_updates", unrecorded))
+        self._updates_at_load = self.updates
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -73,6 +73,17 @@ def test_comparison_rows_give_each_arm_against_the_base():
     )
 
 
+def test_the_machine_column_names_the_precision_each_seed_learned_in():
+    report = fake_report([500.0, 560.0])
+    report["seeds"]["1"]["numerics"] = {
+        "cpu: fp32, channels-last on": 5,
+        "cpu: bf16, channels-last on": 10,  # resumed on a machine with native bf16
+    }
+    (row,) = compare({BASE: report}, {BASE: []})
+    # A seed recorded before numerics were kept shows its CPU only.
+    assert row["machines"] == ["AMD EPYC", "AMD EPYC (bf16+fp32)"]
+
+
 @pytest.mark.slow
 def test_a_tiny_ablation_writes_each_arm_report_and_the_comparison_and_skips_done_arms(tmp_path):
     out = tmp_path / "out"

@@ -42,11 +42,14 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     index = (tmp_path / "out" / "README.md").read_text()
     assert path.stem in index and f"{seed['eval']['mean']:.0f} ± 0 (n=1)" in index
     assert sum(seed["eval"]["end_reason_counts"].values()) == 1  # how the eval track ended
+    # Which numerics every update ran in (precision=auto differs by machine).
+    assert sum(seed["numerics"].values()) == seed["eval"]["counters"]["updates"] > 0
     assert ends_cell(seed["eval"]) in index
     # Run again: the seed's run directory is resumed, not started over.
     again = main([*argv[:5], "400", *argv[6:]])
     counters = again["seeds"]["3"]["eval"]["counters"]
     assert counters["incarnation"] == 1
+    assert sum(again["seeds"]["3"]["numerics"].values()) == counters["updates"]  # resume included
     # The training clock continues from the first run's count instead of starting over (the
     # count itself, not how long anything took: tests/test_launch.py pins the budget's arithmetic).
     assert "train_s" in seed["eval"]["counters"]

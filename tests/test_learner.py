@@ -259,6 +259,38 @@ def test_state_dict_round_trip_reproduces_next_update():
     assert torch.equal(a.log_alpha, b.log_alpha)
 
 
+def test_state_records_the_numerics_of_every_update_across_resumes():
+    # precision=auto resolves per machine, so a run resumed elsewhere learns in other numerics:
+    # the state must say how many updates ran in which, as a report records it.
+    batch = make_batch()
+    fp32 = dataclasses.replace(TINY, precision="fp32", channels_last="off")
+    bf16 = dataclasses.replace(TINY, precision="bf16", channels_last="off")
+    a = SacAeLearner((9, 84, 84), 3, fp32)
+    assert a.state_dict()["numerics_updates"] == {}
+    for _ in range(3):
+        a.update(batch)
+    assert a.state_dict()["numerics_updates"] == {"cpu: fp32, channels-last off": 3}
+    b = SacAeLearner((9, 84, 84), 3, bf16)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    assert b.state_dict()["numerics_updates"] == {"cpu: fp32, channels-last off": 3}
+    for _ in range(2):
+        b.update(batch)
+    assert b.state_dict()["numerics_updates"] == {
+        "cpu: fp32, channels-last off": 3,
+        "cpu: bf16, channels-last off": 2,
+    }
+    # A checkpoint from before the record existed: its updates are counted, as unrecorded.
+    old = a.state_dict()
+    del old["numerics_updates"]
+    c = SacAeLearner((9, 84, 84), 3, fp32)
+    c.load_state_dict(old)
+    c.update(batch)
+    assert c.state_dict()["numerics_updates"] == {
+        "unrecorded": 3,
+        "cpu: fp32, channels-last off": 1,
+    }
+
+
 def test_load_state_dict_refuses_other_shapes():
     state = SacAeLearner((9, 84, 84), 3, TINY).state_dict()
     with pytest.raises(ValueError, match="obs"):
