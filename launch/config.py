@@ -169,8 +169,8 @@ CARRACING_ENV = {"no_progress_steps": 50, "skip_zoom": True, "action_map": "peda
 """The CarRacing aids of the env (deviations 2 and 14), on in both CarRacing presets."""
 CARRACING_LEARNER = {"augment_shift": 4, "n_step": 3}
 """The learner's aids (deviations 12 and 18). The 2026-12-03 ablation on `carracing-cpu` (2 seeds
-per arm, 115k frames, 100 fresh tracks): without the shift -444, with 1-step targets -142 (one
-seed so far), without the early stop -88, without the skipped zoom -18 (no gain: kept as neutral,
+per arm, 115k frames, 100 fresh tracks): without the shift -444, with 1-step targets -94,
+without the early stop -88, without the skipped zoom -18 (no gain: kept as neutral,
 the base was measured with it)."""
 
 
