@@ -14,18 +14,23 @@ fresh clones with the reports committed in between, by running the same command 
 
 How far apart two arms are is judged over seeds, not tracks: the final policy of one seed is one
 draw of the training's outcome, and the 100 tracks only pin down that draw's mean. With 2 seeds per
-arm the exact permutation test cannot go below p = 1/3 (two-sided), and the table says so.
+arm the exact permutation test cannot go below p = 1/3 (two-sided), and the table says so. It also
+gives the seed-to-seed spread pooled over the arms, and from it how large a difference the seeds in
+hand can tell from that spread and how many seeds per arm each observed difference would need:
+the figures to plan the next seeds with.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import tyro
@@ -40,6 +45,8 @@ DEFAULT_ARMS = (
 )
 """The CarRacing aids of `carracing-cpu` (deviation 14), each turned off in its own arm."""
 ARM_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+ALPHA, POWER = 0.05, 0.8
+"""Two-sided test level and power of the seed planning figures."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,34 @@ def permutation_p(base: list[float], arm: list[float]) -> float:
     return extreme / len(splits)
 
 
+def pooled_seed_sd(seed_means: list[list[float]]) -> tuple[float, int] | None:
+    """Standard deviation of one configuration's seed means, pooled over the arms (each arm's
+    seeds about their own mean), with its degrees of freedom; None without an arm of 2 seeds."""
+    squares = sum(float(np.sum((np.asarray(m) - np.mean(m)) ** 2)) for m in seed_means if m)
+    dof = sum(len(m) - 1 for m in seed_means if m)
+    return (math.sqrt(squares / dof), dof) if dof else None
+
+
+def _z_sum() -> float:
+    normal = NormalDist()
+    return normal.inv_cdf(1 - ALPHA / 2) + normal.inv_cdf(POWER)
+
+
+def detectable_difference(sd: float, n: int, m: int) -> float:
+    """The smallest true difference of arm means that n and m seeds find at level ALPHA with
+    probability POWER (two-sample normal approximation: with a handful of seeds the t test needs
+    more, so this is a lower bound)."""
+    return _z_sum() * sd * math.sqrt(1 / n + 1 / m)
+
+
+def seeds_needed(sd: float, difference: float) -> int | None:
+    """Seeds per arm (both arms alike) at which `difference` becomes detectable as above; None
+    for no difference, which no number of seeds detects."""
+    if difference == 0:
+        return None
+    return max(2, math.ceil(2 * (_z_sum() * sd / difference) ** 2))
+
+
 def machine_label(seed: dict, report: dict) -> str:
     """The seed's CPU, and the precision its updates ran in where the report recorded it."""
     cpu = seed.get("machine", report.get("machine", {})).get("cpu", "?")
@@ -110,8 +145,13 @@ def machine_label(seed: dict, report: dict) -> str:
 
 
 def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[dict]:
-    """One row per arm: its seeds' eval means, their mean, and the difference to the base arm."""
+    """One row per arm: its seeds' eval means, their mean, and the difference to the base arm,
+    with its p and, from the seed spread pooled over the arms, the difference these seeds can
+    detect and the seeds per arm this difference would need."""
     base = [s["eval"]["mean"] for s in reports[BASE]["seeds"].values()] if BASE in reports else []
+    spread = pooled_seed_sd(
+        [[s["eval"]["mean"] for s in report["seeds"].values()] for report in reports.values()]
+    )
     rows = []
     for arm, report in reports.items():
         means = [s["eval"]["mean"] for s in report["seeds"].values()]
@@ -128,6 +168,10 @@ def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[d
             row["delta"] = row["mean"] - float(np.mean(base))
             if len(means) >= 2 and len(base) >= 2:
                 row["p"] = permutation_p(base, means)
+            if spread:
+                row["seed_sd"], row["seed_sd_dof"] = spread
+                row["detectable"] = detectable_difference(spread[0], len(base), len(means))
+                row["seeds_needed"] = seeds_needed(spread[0], row["delta"])
         rows.append(row)
     return rows
 
@@ -143,8 +187,8 @@ def markdown(name: str, rows: list[dict], command: str, missing: dict[str, list[
         "1/3 for 2 seeds per arm, so 2 seeds can only show a direction, not settle it).",
         "",
         "| arm | overrides | minutes/seed | k frames/seed | machine/seed | eval mean per seed | "
-        "mean over seeds | vs base | p |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "mean over seeds | vs base | p | detectable | seeds/arm needed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -154,8 +198,21 @@ def markdown(name: str, rows: list[dict], command: str, missing: dict[str, list[
             f"{', '.join(r['machines'])} | "
             f"{', '.join(f'{m:.0f}' for m in r['seed_means'])} | {r['mean']:.0f} | "
             + (f"{r['delta']:+.0f}" if "delta" in r else "") + " | "
-            + (f"{r['p']:.2f}" if "p" in r else "") + " |"
+            + (f"{r['p']:.2f}" if "p" in r else "") + " | "
+            + (f"{r['detectable']:.0f}" if "detectable" in r else "") + " | "
+            + (str(r["seeds_needed"] or "-") if "seeds_needed" in r else "") + " |"
         )  # fmt: skip
+    spread = next((r for r in rows if "seed_sd" in r), None)
+    if spread:
+        lines += [
+            "",
+            f"Seed spread: the standard deviation of one configuration's seed means, pooled over "
+            f"the arms, is {spread['seed_sd']:.0f} ({spread['seed_sd_dof']} degrees of freedom). "
+            f"detectable: the smallest true difference to the base that these seeds find at "
+            f"{POWER:.0%} power (two-sided, {ALPHA}); seeds/arm needed: how many seeds in each "
+            f"arm would find this arm's difference so. Both use the normal approximation, which "
+            f"with few seeds is optimistic: take them as lower bounds.",
+        ]
     todo = [
         f"{arm} (seeds {', '.join(map(str, seeds))})" for arm, seeds in missing.items() if seeds
     ]

@@ -6,7 +6,17 @@ import json
 
 import pytest
 
-from launch.bench_ablation import BASE, compare, main, markdown, parse_arm, permutation_p
+from launch.bench_ablation import (
+    BASE,
+    compare,
+    detectable_difference,
+    main,
+    markdown,
+    parse_arm,
+    permutation_p,
+    pooled_seed_sd,
+    seeds_needed,
+)
 
 
 def test_arms_parse_into_a_name_and_train_overrides():
@@ -60,8 +70,11 @@ def test_comparison_rows_give_each_arm_against_the_base():
     table = markdown("x", [base, arm], "sacae bench ablation", {BASE: [], "no-shift": []})
     assert (
         "| no-shift | `--learner.augment-shift 0` | 120, 120 | 114.7, 114.7 | AMD EPYC, AMD EPYC "
-        "| 300, 380 | 340 | -190 | 0.33 |" in table
+        "| 300, 380 | 340 | -190 | 0.33 | 140 | 2 |" in table
     )
+    # Seeds spread 30 and 40 about their arms' means: pooled sd sqrt(5000 / 2) = 50.
+    assert arm["seed_sd"] == pytest.approx(50.0) and arm["seed_sd_dof"] == 2
+    assert "pooled over the arms, is 50 (2 degrees of freedom)" in table
     # One seed per arm: a difference, but no test.
     single = compare(
         {BASE: fake_report([500.0]), "a": fake_report([400.0])}, {BASE: [], "a": ["-x"]}
@@ -71,6 +84,21 @@ def test_comparison_rows_give_each_arm_against_the_base():
     assert "Still to train (run the same command again): a (seeds 1)." in markdown(
         "x", single, "sacae bench ablation", {BASE: [], "a": [1]}
     )
+
+
+def test_seed_planning_figures_follow_the_two_sample_normal_approximation():
+    # (z_0.975 + z_0.8) = 1.95996 + 0.84162 = 2.80158.
+    assert detectable_difference(100.0, 2, 2) == pytest.approx(280.158, abs=0.01)
+    assert detectable_difference(100.0, 8, 8) == pytest.approx(140.079, abs=0.01)
+    # 2 * (2.80158 * 100 / 50) ** 2 = 62.8 -> 63 seeds per arm; 4 times the difference, 1/16.
+    assert seeds_needed(100.0, 50.0) == 63 and seeds_needed(100.0, -50.0) == 63
+    assert seeds_needed(100.0, 200.0) == 4
+    assert seeds_needed(100.0, 1000.0) == 2  # never below the 2 a comparison needs
+    assert seeds_needed(100.0, 0.0) is None
+    # Each arm about its own mean; an arm of one seed adds nothing.
+    sd, dof = pooled_seed_sd([[0.0, 20.0], [100.0, 110.0, 120.0], [5.0]])
+    assert dof == 3 and sd == pytest.approx(((200.0 + 200.0) / 3) ** 0.5)
+    assert pooled_seed_sd([[1.0], [2.0]]) is None
 
 
 def test_the_machine_column_names_the_precision_each_seed_learned_in():
