@@ -148,13 +148,15 @@ def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[d
     """One row per arm: its seeds' eval means, their mean, and the difference to the base arm,
     with its p and, from the seed spread pooled over the arms, the difference these seeds can
     detect and the seeds per arm this difference would need."""
-    base = [s["eval"]["mean"] for s in reports[BASE]["seeds"].values()] if BASE in reports else []
-    spread = pooled_seed_sd(
-        [[s["eval"]["mean"] for s in report["seeds"].values()] for report in reports.values()]
-    )
+    seed_means = {
+        arm: [s["eval"]["mean"] for s in report["seeds"].values()]
+        for arm, report in reports.items()
+    }
+    base = seed_means.get(BASE, [])
+    spread = pooled_seed_sd(list(seed_means.values()))
     rows = []
     for arm, report in reports.items():
-        means = [s["eval"]["mean"] for s in report["seeds"].values()]
+        means = seed_means[arm]
         row = {
             "arm": arm,
             "overrides": overrides[arm],
