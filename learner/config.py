@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +36,8 @@ class LearnerConfig:
     """Upper bound of the policy's log standard deviation."""
     init_temperature: float = 0.1
     """Initial entropy temperature alpha."""
+    target_entropy: float | None = None
+    """Policy entropy (nats) that alpha is tuned toward; None = -(action dimensions), the recipe's (SAC v2). Lower keeps alpha smaller."""
     critic_lr: float = 1e-3
     """Adam learning rate of the critic (Q heads and the encoder it trains)."""
     critic_beta: float = 0.9
@@ -94,6 +97,12 @@ class LearnerConfig:
             f"< learner.log_std_max ({self.log_std_max})",
         )
         require(self.init_temperature > 0, "learner.init_temperature", self.init_temperature, "> 0")
+        require(
+            self.target_entropy is None or math.isfinite(self.target_entropy),
+            "learner.target_entropy",
+            self.target_entropy,
+            "a finite number of nats, or None for -(action dimensions)",
+        )
         for name in ("critic_lr", "policy_lr", "encoder_lr", "decoder_lr", "alpha_lr"):
             value = getattr(self, name)
             require(value > 0, f"learner.{name}", value, "> 0")

@@ -101,7 +101,9 @@ class SacAeLearner:
         self.log_alpha = torch.tensor(
             math.log(cfg.init_temperature), device=self.device, requires_grad=True
         )
-        self.target_entropy = -float(action_dim)
+        self.target_entropy = (
+            -float(action_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
+        )
         self.updates = 0
         self.weights_version = 0
         # Updates per numerics ("cpu: bf16, channels-last on"), this process's and those the loaded

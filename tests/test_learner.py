@@ -182,6 +182,13 @@ def test_alpha_moves_toward_target_entropy(target_entropy, direction):
     assert np.sign(float(learner.alpha.detach()) - before) == direction
 
 
+def test_target_entropy_defaults_to_minus_action_dims_and_follows_the_config():
+    assert SacAeLearner((9, 84, 84), 3, TINY).target_entropy == -3.0
+    assert SacAeLearner((9, 84, 84), 2, TINY).target_entropy == -2.0
+    lowered = dataclasses.replace(TINY, target_entropy=-7.5)
+    assert SacAeLearner((9, 84, 84), 3, lowered).target_entropy == -7.5
+
+
 def test_td_target_termination_removes_bootstrap_truncation_keeps_it():
     r = torch.tensor([[1.0], [1.0]])
     q = torch.tensor([[5.0], [5.0]])
@@ -337,6 +344,8 @@ def test_metrics_are_tensors_with_expected_keys():
         ("n_step", 0),
         ("critic_tau", 0.0),
         ("policy_update_every", 0),
+        ("target_entropy", float("nan")),
+        ("target_entropy", float("-inf")),
     ],
 )
 def test_config_errors_name_the_field(field, value):
