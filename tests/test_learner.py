@@ -170,8 +170,7 @@ def test_policy_updates_every_second_update():
 
 @pytest.mark.parametrize("target_entropy, direction", [(-100.0, -1), (100.0, +1)])
 def test_alpha_moves_toward_target_entropy(target_entropy, direction):
-    learner = SacAeLearner((9, 84, 84), 3, TINY)
-    learner.target_entropy = target_entropy
+    learner = SacAeLearner((9, 84, 84), 3, dataclasses.replace(TINY, target_entropy=target_entropy))
     before = float(learner.alpha.detach())
     with torch.no_grad():
         conv = learner.nets.critic.encoder.trunk(learner.to_device(make_batch()).obs)
