@@ -144,10 +144,13 @@ def machine_label(seed: dict, report: dict) -> str:
     return f"{cpu} ({'+'.join(precisions)})" if precisions else cpu
 
 
-def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[dict]:
+def compare(
+    reports: dict[str, dict], overrides: dict[str, list[str]]
+) -> tuple[list[dict], dict | None]:
     """One row per arm: its seeds' eval means, their mean, and the difference to the base arm,
     with its p and, from the seed spread pooled over the arms, the difference these seeds can
-    detect and the seeds per arm this difference would need."""
+    detect and the seeds per arm this difference would need; and that spread, once for all arms
+    (`seed_sd`, `dof`), or None while no arm has 2 seeds."""
     seed_means = {
         arm: [s["eval"]["mean"] for s in report["seeds"].values()]
         for arm, report in reports.items()
@@ -171,14 +174,19 @@ def compare(reports: dict[str, dict], overrides: dict[str, list[str]]) -> list[d
             if len(means) >= 2 and len(base) >= 2:
                 row["p"] = permutation_p(base, means)
             if spread:
-                row["seed_sd"], row["seed_sd_dof"] = spread
                 row["detectable"] = detectable_difference(spread[0], len(base), len(means))
                 row["seeds_needed"] = seeds_needed(spread[0], row["delta"])
         rows.append(row)
-    return rows
+    return rows, ({"seed_sd": spread[0], "dof": spread[1]} if spread else None)
 
 
-def markdown(name: str, rows: list[dict], command: str, missing: dict[str, list[int]]) -> str:
+def markdown(
+    name: str,
+    rows: list[dict],
+    spread: dict | None,
+    command: str,
+    missing: dict[str, list[int]],
+) -> str:
     lines = [
         f"# Ablation {name}",
         "",
@@ -204,12 +212,11 @@ def markdown(name: str, rows: list[dict], command: str, missing: dict[str, list[
             + (f"{r['detectable']:.0f}" if "detectable" in r else "") + " | "
             + (str(r["seeds_needed"] or "-") if "seeds_needed" in r else "") + " |"
         )  # fmt: skip
-    spread = next((r for r in rows if "seed_sd" in r), None)
     if spread:
         lines += [
             "",
             f"Seed spread: the standard deviation of one configuration's seed means, pooled over "
-            f"the arms, is {spread['seed_sd']:.0f} ({spread['seed_sd_dof']} degrees of freedom). "
+            f"the arms, is {spread['seed_sd']:.0f} ({spread['dof']} degrees of freedom). "
             f"detectable: the smallest true difference to the base that these seeds find at "
             f"{POWER:.0%} power (two-sided, {ALPHA}); seeds/arm needed: how many seeds in each "
             f"arm would find this arm's difference so. Both use the normal approximation, which "
@@ -295,13 +302,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         held[arm].append(seed)
     reports = {arm: reports[arm] for arm in arms if arm in reports}
     missing = {arm: [s for s in args.seeds if s not in held[arm]] for arm in arms}
-    rows = compare(reports, arms)
+    rows, spread = compare(reports, arms)
     folder = args.out_dir / "ablations"
     folder.mkdir(parents=True, exist_ok=True)
     command = "sacae bench ablation " + shlex.join(argv)
-    summary = {"command": command, "arms": rows, "missing": missing}
+    summary = {"command": command, "seed_spread": spread, "arms": rows, "missing": missing}
     (folder / f"{stem}.json").write_text(json.dumps(summary, indent=1))
-    (folder / f"{stem}.md").write_text(markdown(stem, rows, command, missing))
+    (folder / f"{stem}.md").write_text(markdown(stem, rows, spread, command, missing))
     plot(reports, folder / f"{stem}.png")
-    print(json.dumps({"ablation": stem, "arms": rows, "missing": missing}), flush=True)
+    print(json.dumps({"ablation": stem, **summary}), flush=True)
     return rows

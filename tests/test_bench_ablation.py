@@ -64,25 +64,25 @@ def fake_report(means: list[float], minutes: float = 120.0) -> dict:
 def test_comparison_rows_give_each_arm_against_the_base():
     reports = {BASE: fake_report([500.0, 560.0]), "no-shift": fake_report([300.0, 380.0])}
     overrides = {BASE: [], "no-shift": ["--learner.augment-shift", "0"]}
-    base, arm = compare(reports, overrides)
+    (base, arm), spread = compare(reports, overrides)
     assert base["mean"] == 530.0 and "delta" not in base and base["trained_min"] == [120.0, 120.0]
     assert arm["delta"] == -190.0 and arm["p"] == pytest.approx(1 / 3)
-    table = markdown("x", [base, arm], "sacae bench ablation", {BASE: [], "no-shift": []})
+    table = markdown("x", [base, arm], spread, "sacae bench ablation", {BASE: [], "no-shift": []})
     assert (
         "| no-shift | `--learner.augment-shift 0` | 120, 120 | 114.7, 114.7 | AMD EPYC, AMD EPYC "
         "| 300, 380 | 340 | -190 | 0.33 | 140 | 2 |" in table
     )
     # Seeds spread 30 and 40 about their arms' means: pooled sd sqrt(5000 / 2) = 50.
-    assert arm["seed_sd"] == pytest.approx(50.0) and arm["seed_sd_dof"] == 2
+    assert spread == {"seed_sd": pytest.approx(50.0), "dof": 2} and "seed_sd" not in arm
     assert "pooled over the arms, is 50 (2 degrees of freedom)" in table
     # One seed per arm: a difference, but no test.
-    single = compare(
+    single, no_spread = compare(
         {BASE: fake_report([500.0]), "a": fake_report([400.0])}, {BASE: [], "a": ["-x"]}
     )
-    assert single[1]["delta"] == -100.0 and "p" not in single[1]
+    assert single[1]["delta"] == -100.0 and "p" not in single[1] and no_spread is None
     assert "Still to train" not in table
     assert "Still to train (run the same command again): a (seeds 1)." in markdown(
-        "x", single, "sacae bench ablation", {BASE: [], "a": [1]}
+        "x", single, None, "sacae bench ablation", {BASE: [], "a": [1]}
     )
 
 
@@ -107,7 +107,7 @@ def test_the_machine_column_names_the_precision_each_seed_learned_in():
         "cpu: fp32, channels-last on": 5,
         "cpu: bf16, channels-last on": 10,  # resumed on a machine with native bf16
     }
-    (row,) = compare({BASE: report}, {BASE: []})
+    (row,), _ = compare({BASE: report}, {BASE: []})
     # A seed recorded before numerics were kept shows its CPU only.
     assert row["machines"] == ["AMD EPYC", "AMD EPYC (bf16+fp32)"]
 
