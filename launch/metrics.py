@@ -21,21 +21,43 @@ def to_float(value) -> float:
     return float(value)
 
 
-def read_curve(run_dir: Path) -> list[tuple[int, float, float]]:
-    """(env frames, eval mean, eval std) of a run's periodic evaluations, from its metrics.jsonl.
+TRACE_KEYS = ("learner/updates", "learner/alpha", "learner/entropy", "learner/updates_per_s")
+"""The learner scalars a run's trace keeps beside each evaluation: where alpha and the entropy
+went (docs/metrics.md), and how fast the learner ran to get there."""
+
+
+def read_trace(run_dir: Path, keys: tuple[str, ...] = TRACE_KEYS) -> list[dict[str, float]]:
+    """A run's course, from its metrics.jsonl: one row per periodic evaluation (its env frames,
+    every `eval/` scalar and the latest value of each of `keys`), then one last row of `keys` as
+    they stood when the run's log ends. A learning report keeps it, so the run's diagnostics
+    outlive its run directory.
 
     A run resumed from a checkpoint writes a `counters/incarnation` row at the checkpoint's frames
-    (`launch.runner.Runner`); points an earlier incarnation logged past those frames were lost
+    (`launch.runner.Runner`); evaluations an earlier incarnation logged past those frames were lost
     with it (the resumed run evaluates there again), so they are left out."""
     path = Path(run_dir) / "metrics.jsonl"
-    points: list[tuple[int, float, float]] = []
+    rows: list[dict[str, float]] = []
+    latest: dict[str, float] = {}
     for line in path.read_text().splitlines() if path.exists() else []:
         row = json.loads(line)
         if "counters/incarnation" in row:
-            points = [point for point in points if point[0] <= row["env_frames"]]
+            rows = [point for point in rows if point["env_frames"] <= row["env_frames"]]
+        latest.update((key, row[key]) for key in keys if key in row)
         if "eval/return_mean" in row:
-            points.append((int(row["env_frames"]), row["eval/return_mean"], row["eval/return_std"]))
-    return points
+            scalars = {key: value for key, value in row.items() if key.startswith("eval/")}
+            rows.append({"env_frames": row["env_frames"], **scalars, **latest})
+    if latest:
+        rows.append({"env_frames": row["env_frames"], **latest})
+    return rows
+
+
+def read_curve(run_dir: Path) -> list[tuple[int, float, float]]:
+    """(env frames, eval mean, eval std) of a run's periodic evaluations (`read_trace`)."""
+    return [
+        (int(row["env_frames"]), row["eval/return_mean"], row["eval/return_std"])
+        for row in read_trace(run_dir, keys=())
+        if "eval/return_mean" in row
+    ]
 
 
 class MetricsLogger:

@@ -37,6 +37,10 @@ def test_learning_report_records_seeds_eval_curve_and_index(tmp_path):
     assert seed["eval"]["episodes"] == 1 and len(seed["eval"]["returns"]) == 1
     assert seed["eval"]["min"] <= seed["eval"]["mean"] <= seed["eval"]["max"]
     assert seed["eval"]["counters"]["env_frames"] >= 300 and seed["curve"]  # eval at 200
+    # The trace: the curve's evaluations with the learner's alpha beside them, then the end.
+    assert [row["eval/return_mean"] for row in seed["trace"][:-1]] == [p[1] for p in seed["curve"]]
+    end, updates = seed["trace"][-1], seed["eval"]["counters"]["updates"]
+    assert end["learner/alpha"] > 0 and 0 < end["learner/updates"] <= updates
     assert report["config"]["run"]["seed"] == 3 and report["mode"] == "serial"
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG was written
     index = (tmp_path / "out" / "README.md").read_text()

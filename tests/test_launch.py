@@ -13,7 +13,7 @@ from actors.evaluate import EvalResult
 from actors.spec import EnvSpec
 from launch.cli import main as cli_main
 from launch.config import PRESETS, TrainConfig, config_from_dict, load_config
-from launch.metrics import read_curve
+from launch.metrics import read_curve, read_trace
 from launch.ray_setup import ClusterAddressError, _check_reachable
 from launch.run_dir import CheckpointError, RunDir, load_checkpoint
 from launch.runner import Every, Runner, end_summary, replay_metrics, spent_budget
@@ -377,3 +377,31 @@ def test_a_resumed_run_keeps_its_curve_and_goes_on_to_new_eval_tracks(tmp_path):
         (40_000, 100.0),
         (60_010, 280.0),
     ]
+
+
+def test_the_trace_keeps_the_learner_beside_each_evaluation_and_at_the_end(tmp_path):
+    rows = [
+        {"env_frames": 100, "learner/alpha": 0.1, "learner/entropy": 1.0, "replay/size": 9.0},
+        {"env_frames": 200, "eval/return_mean": -40.0, "eval/return_std": 5.0, "eval/q_bias": 3.0},
+        {"env_frames": 300, "learner/alpha": 0.2, "learner/entropy": -1.0},
+        {"env_frames": 400, "eval/return_mean": 90.0, "eval/return_std": 6.0},
+        {"env_frames": 500, "learner/alpha": 0.3},
+        # A crash lost what came after the checkpoint at 250 frames: the 400 evaluation goes.
+        {"env_frames": 250, "counters/incarnation": 1.0},
+        {"env_frames": 450, "learner/alpha": 0.25, "learner/entropy": -2.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    trace = read_trace(tmp_path, keys=("learner/alpha", "learner/entropy"))
+    assert trace == [
+        {
+            "env_frames": 200,
+            "eval/return_mean": -40.0,
+            "eval/return_std": 5.0,
+            "eval/q_bias": 3.0,
+            "learner/alpha": 0.1,
+            "learner/entropy": 1.0,
+        },
+        {"env_frames": 450, "learner/alpha": 0.25, "learner/entropy": -2.0},  # where it ended
+    ]
+    assert read_curve(tmp_path) == [(200, -40.0, 5.0)]
+    assert read_trace(tmp_path / "no-run") == []
