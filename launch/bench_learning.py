@@ -28,7 +28,7 @@ from actors.evaluate import evaluate_policy
 from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
 from launch.config import PRESETS, TrainConfig
 from launch.evaluate_cli import load_policy
-from launch.metrics import read_curve, read_trace
+from launch.metrics import curve_points, read_trace
 from launch.run_dir import load_checkpoint
 from launch.runner import budget_left, spent_budget
 from replay.snapshot import atomic_write_text
@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{done.get('train_s', 0) / 60:.0f} minutes, short of its budget: it is neither "
                 f"evaluated nor recorded in {path}; the same command resumes it from {run_dir}"
             )
+        trace = read_trace(run_dir)
         report["config"] = json.loads(cfg.to_json())
         report["command"] = command
         report["seeds"][str(seed)] = {
@@ -306,10 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
             "numerics": checkpoint["learner"].get("numerics_updates", {}),
             "wall_s": wall_s,  # this invocation, from start-up to the end of training
             "eval": final_eval(checkpoint, args.eval_episodes, run_dir),
-            "curve": [list(point) for point in read_curve(run_dir)],
+            "curve": [list(point) for point in curve_points(trace)],
             # Alpha, entropy, Q bias and the learner's rate at each evaluation and at the end:
             # what the run did on the way, kept after its run directory is gone.
-            "trace": read_trace(run_dir),
+            "trace": trace,
         }
         print(json.dumps({"seed": seed, **report["seeds"][str(seed)]["eval"]}), flush=True)
         # Written after every seed: a 2-hour seed's result survives a stop before the next seed

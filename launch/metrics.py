@@ -41,7 +41,7 @@ def read_trace(run_dir: Path, keys: tuple[str, ...] = TRACE_KEYS) -> list[dict[s
     for line in path.read_text().splitlines() if path.exists() else []:
         row = json.loads(line)
         if "counters/incarnation" in row:
-            rows = [point for point in rows if point["env_frames"] <= row["env_frames"]]
+            rows = [kept for kept in rows if kept["env_frames"] <= row["env_frames"]]
         latest.update((key, row[key]) for key in keys if key in row)
         if "eval/return_mean" in row:
             scalars = {key: value for key, value in row.items() if key.startswith("eval/")}
@@ -51,13 +51,18 @@ def read_trace(run_dir: Path, keys: tuple[str, ...] = TRACE_KEYS) -> list[dict[s
     return rows
 
 
-def read_curve(run_dir: Path) -> list[tuple[int, float, float]]:
-    """(env frames, eval mean, eval std) of a run's periodic evaluations (`read_trace`)."""
+def curve_points(trace: list[dict[str, float]]) -> list[tuple[int, float, float]]:
+    """(env frames, eval mean, eval std) of the evaluations in a `read_trace` trace."""
     return [
         (int(row["env_frames"]), row["eval/return_mean"], row["eval/return_std"])
-        for row in read_trace(run_dir, keys=())
+        for row in trace
         if "eval/return_mean" in row
     ]
+
+
+def read_curve(run_dir: Path) -> list[tuple[int, float, float]]:
+    """(env frames, eval mean, eval std) of a run's periodic evaluations (`read_trace`)."""
+    return curve_points(read_trace(run_dir, keys=()))
 
 
 class MetricsLogger:
