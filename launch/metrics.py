@@ -34,21 +34,31 @@ def read_trace(run_dir: Path, keys: tuple[str, ...] = TRACE_KEYS) -> list[dict[s
 
     A run resumed from a checkpoint writes a `counters/incarnation` row at the checkpoint's frames
     (`launch.runner.Runner`); evaluations an earlier incarnation logged past those frames were lost
-    with it (the resumed run evaluates there again), so they are left out."""
+    with it (the resumed run evaluates there again), so they are left out, and so are the values
+    of `keys` it logged there: a row after the resume carries what stood at the checkpoint."""
     path = Path(run_dir) / "metrics.jsonl"
     rows: list[dict[str, float]] = []
-    latest: dict[str, float] = {}
+    seen: dict[str, list[tuple[float, float]]] = {key: [] for key in keys}  # (env frames, value)
     for line in path.read_text().splitlines() if path.exists() else []:
         row = json.loads(line)
         if "counters/incarnation" in row:
             rows = [kept for kept in rows if kept["env_frames"] <= row["env_frames"]]
-        latest.update((key, row[key]) for key in keys if key in row)
+            for values in seen.values():
+                while values and values[-1][0] > row["env_frames"]:
+                    values.pop()
+        for key in keys:
+            if key in row:
+                seen[key].append((row["env_frames"], row[key]))
         if "eval/return_mean" in row:
             scalars = {key: value for key, value in row.items() if key.startswith("eval/")}
-            rows.append({"env_frames": row["env_frames"], **scalars, **latest})
-    if latest:
-        rows.append({"env_frames": row["env_frames"], **latest})
+            rows.append({"env_frames": row["env_frames"], **scalars, **_latest(seen)})
+    if any(seen.values()):
+        rows.append({"env_frames": row["env_frames"], **_latest(seen)})
     return rows
+
+
+def _latest(seen: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    return {key: values[-1][1] for key, values in seen.items() if values}
 
 
 def curve_points(trace: list[dict[str, float]]) -> list[tuple[int, float, float]]:

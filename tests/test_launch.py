@@ -405,3 +405,21 @@ def test_the_trace_keeps_the_learner_beside_each_evaluation_and_at_the_end(tmp_p
     ]
     assert read_curve(tmp_path) == [(200, -40.0, 5.0)]
     assert read_trace(tmp_path / "no-run") == []
+
+
+def test_an_evaluation_right_after_a_resume_carries_the_learner_as_it_stood_at_the_checkpoint(
+    tmp_path,
+):
+    rows = [
+        {"env_frames": 100, "learner/alpha": 0.1},
+        {"env_frames": 300, "learner/alpha": 0.2, "learner/entropy": -1.0},
+        {"env_frames": 250, "counters/incarnation": 1.0},  # 300's values were lost with the crash
+        {"env_frames": 260, "eval/return_mean": 10.0, "eval/return_std": 1.0},
+        {"env_frames": 280, "learner/alpha": 0.15},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    trace = read_trace(tmp_path, keys=("learner/alpha", "learner/entropy"))
+    assert trace == [
+        {"env_frames": 260, "eval/return_mean": 10.0, "eval/return_std": 1.0, "learner/alpha": 0.1},
+        {"env_frames": 280, "learner/alpha": 0.15},
+    ]
