@@ -41,11 +41,10 @@ def read_trace(run_dir: Path, keys: tuple[str, ...] = TRACE_KEYS) -> list[dict[s
     seen: dict[str, list[tuple[float, float]]] = {key: [] for key in keys}  # (env frames, value)
     for line in path.read_text().splitlines() if path.exists() else []:
         row = json.loads(line)
-        if "counters/incarnation" in row:
+        if "counters/incarnation" in row:  # one rule for both: keep what was logged up to it
             rows = [kept for kept in rows if kept["env_frames"] <= row["env_frames"]]
             for values in seen.values():
-                while values and values[-1][0] > row["env_frames"]:
-                    values.pop()
+                values[:] = [kept for kept in values if kept[0] <= row["env_frames"]]
         for key in keys:
             if key in row:
                 seen[key].append((row["env_frames"], row[key]))
