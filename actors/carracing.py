@@ -20,6 +20,7 @@ from actors.resize import AreaResize
 from actors.spec import (
     INFO_END_REASON,
     INFO_TILES_VISITED,
+    INFO_WRONG_WAY,
     LAP_DONE,
     LEFT_PLAYFIELD,
     NO_PROGRESS,
@@ -47,6 +48,33 @@ ZOOM_FRAMES = CARRACING_FPS
 so 50 more frames put t past 1 s and the camera at its final zoom."""
 STAND_STILL = np.zeros(3, np.float32)
 """Env-unit action stepped during a skipped zoom: no steering, no gas, no brake (the car stays put)."""
+WRONG_WAY_MIN_SPEED = 5.0
+"""Box2D units/s (the HUD's speed bar; a driving policy cruises at 40-60): slower than this a car
+counts as standing, never as driving the wrong way (a standing car jitters in every direction)."""
+
+
+def track_directions(track_xy: np.ndarray) -> np.ndarray:
+    """[n, 2] unit vectors from each track point to the next, in lap order (the last to the first).
+
+    CarRacing's track is a closed loop listed in the direction the lap is driven: the car starts
+    at point 0 facing point 1."""
+    step = np.roll(track_xy, -1, axis=0) - track_xy
+    return step / np.linalg.norm(step, axis=1, keepdims=True)
+
+
+def against_the_lap(
+    track_xy: np.ndarray, directions: np.ndarray, position: np.ndarray, velocity: np.ndarray
+) -> bool:
+    """Whether a car at `position` moving at `velocity` drives against the lap direction: faster
+    than WRONG_WAY_MIN_SPEED and more than 90 degrees off the direction of the nearest track point.
+
+    After a spin a pixel policy cannot tell a visited stretch from the road ahead (only the faint
+    stripes of unvisited tiles differ), so it may drive the lap backwards over tiles that pay
+    nothing until the time limit: this is how it shows in the diagnostics."""
+    if float(np.hypot(*velocity)) < WRONG_WAY_MIN_SPEED:
+        return False
+    nearest = int(np.argmin(((track_xy - position) ** 2).sum(axis=1)))
+    return float(directions[nearest] @ velocity) < 0.0
 
 
 def carracing_spec(cfg: EnvConfig) -> EnvSpec:
@@ -109,6 +137,10 @@ class CarRacingPipeline:
         self._reset_reward = 0.0
         self._tiles_seen = 0
         self._steps_without_tile = 0
+        self._track_xy = np.zeros((0, 2))
+        self._track_directions = np.zeros((0, 2))
+        self._agent_steps = 0
+        self._wrong_way_steps = 0
 
     # Pipeline attributes older callers read; the spec is the source.
     @property
@@ -137,6 +169,9 @@ class CarRacingPipeline:
             self._skip_zoom()
         self._tiles_seen = self._env.tile_visited_count
         self._steps_without_tile = 0
+        self._track_xy = np.array([(x, y) for _, _, x, y in self._env.track], np.float64)
+        self._track_directions = track_directions(self._track_xy)
+        self._agent_steps = self._wrong_way_steps = 0
         frame = self._frame()
         self._stack[:] = np.tile(frame, (self.cfg.frame_stack, 1, 1))
         return self._stack.copy()
@@ -167,6 +202,7 @@ class CarRacingPipeline:
             self._episode_frames += 1
             reward += float(frame_reward)
             truncated = self._episode_frames >= self._max_episode_frames
+        self._count_wrong_way()
         end_reason = self._end_reason(terminated, truncated, info)
         if end_reason == NO_PROGRESS:
             truncated = True  # bootstraps: it changes what is collected, not the objective
@@ -175,12 +211,22 @@ class CarRacingPipeline:
                 **info,
                 INFO_END_REASON: end_reason,
                 INFO_TILES_VISITED: self._env.tile_visited_count / len(self._env.track),
+                INFO_WRONG_WAY: self._wrong_way_steps / self._agent_steps,
             }
         self._episode_over = terminated or truncated
         c = self.spec.frame_shape[0]
         self._stack[:-c] = self._stack[c:]
         self._stack[-c:] = self._frame()
         return StepResult(self._stack.copy(), reward, terminated, truncated, frames + repeats, info)
+
+    def _count_wrong_way(self) -> None:
+        """Tally the agent step just taken as driven the wrong way or not (`against_the_lap`)."""
+        hull = self._env.car.hull
+        position = np.array(hull.position, np.float64)
+        velocity = np.array(hull.linearVelocity, np.float64)
+        self._agent_steps += 1
+        if against_the_lap(self._track_xy, self._track_directions, position, velocity):
+            self._wrong_way_steps += 1
 
     def _end_reason(self, terminated: bool, truncated: bool, info: dict) -> str | None:
         """Why the episode ends after this step, or None; counts steps without a new tile."""

@@ -23,7 +23,7 @@ import torch
 
 from actors.config import ActorConfig, EnvConfig
 from actors.env import EnvFactory, make_env
-from actors.spec import EnvSpec, StepResult, end_reason, tiles_visited
+from actors.spec import EnvSpec, StepResult, end_reason, tiles_visited, wrong_way
 from learner.config import LearnerConfig, require
 from learner.networks import build_policy
 from learner.precision import resolve_numerics
@@ -138,6 +138,9 @@ class CollectStats:
     """Why each of those episodes ended (`actors.spec.END_REASONS`)."""
     episode_tiles_visited: tuple[float, ...] = ()
     """Fraction of the track's tiles each of those episodes visited (NaN for an env without tiles)."""
+    episode_wrong_way: tuple[float, ...] = ()
+    """Fraction of each of those episodes' agent steps driven against the lap direction (NaN for
+    an env without a track)."""
     episodes: int = 0
     """Episodes that finished (the totals keep only the last KEPT_EPISODES of the tuples above)."""
     action_sums: tuple[float, ...] = ()
@@ -174,6 +177,7 @@ class CollectStats:
             episode_lengths=kept(self.episode_lengths, later.episode_lengths),
             episode_end_reasons=kept(self.episode_end_reasons, later.episode_end_reasons),
             episode_tiles_visited=kept(self.episode_tiles_visited, later.episode_tiles_visited),
+            episode_wrong_way=kept(self.episode_wrong_way, later.episode_wrong_way),
             episodes=self.episodes + later.episodes,
             action_sums=_add(self.action_sums, later.action_sums),
             gas_brake_overlap_steps=self.gas_brake_overlap_steps + later.gas_brake_overlap_steps,
@@ -204,6 +208,7 @@ class _Counters:
     lengths: list[int] = field(default_factory=list)
     end_reasons: list[str] = field(default_factory=list)
     tiles_visited: list[float] = field(default_factory=list)
+    wrong_way: list[float] = field(default_factory=list)
     action_sums: np.ndarray = field(init=False)
     gas_brake_overlap_steps: int = 0
     chunks_sent: int = 0
@@ -359,6 +364,7 @@ class Collector:
             episode_lengths=tuple(counters.lengths),
             episode_end_reasons=tuple(counters.end_reasons),
             episode_tiles_visited=tuple(counters.tiles_visited),
+            episode_wrong_way=tuple(counters.wrong_way),
             episodes=len(counters.returns),
             action_sums=tuple(counters.action_sums.tolist()),
             gas_brake_overlap_steps=counters.gas_brake_overlap_steps,
@@ -394,6 +400,7 @@ class Collector:
                 counters.lengths.append(int(self._episode_length[slot]))
                 counters.end_reasons.append(end_reason(result))
                 counters.tiles_visited.append(tiles_visited(result))
+                counters.wrong_way.append(wrong_way(result))
                 self._reset(slot, seed=None)
         self._ticks += 1
         self._agent_steps += self.num_envs

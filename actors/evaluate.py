@@ -22,13 +22,16 @@ import torch
 from actors.collector import eval_seeds
 from actors.config import EnvConfig
 from actors.env import EnvFactory, env_spec, make_env
-from actors.spec import EnvPipeline, EnvSpec, end_reason, tiles_visited
+from actors.spec import EnvPipeline, EnvSpec, end_reason, tiles_visited, wrong_way
 from learner.config import LearnerConfig
 from learner.networks import Policy, build_policy
 from learner.weights import PolicyWeights, load_policy_state
 
 PROBE_EVERY_STEPS = 25
 """Agent steps between two value probes of an evaluation episode (CarRacing: 10 per episode)."""
+WRONG_WAY_TRACK = 0.1
+"""An episode that drove at least this fraction of its steps against the lap direction counts as a
+wrong-way track (CarRacing: 25 agent steps, 2 s; a spin and its recovery take less)."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +88,19 @@ class EvalResult:
     """Why each episode ended (`actors.spec.END_REASONS`)."""
     tiles_visited_fractions: list[float] = field(default_factory=list)
     """Fraction of the track's tiles each episode visited (NaN for an env without tiles)."""
+    wrong_way_fractions: list[float] = field(default_factory=list)
+    """Fraction of each episode's agent steps driven against the lap direction (NaN for an env
+    without a track)."""
     probes: ValueProbes | None = None
     """Value probes, when `evaluate_policy` was given the discount."""
 
     def summary(self) -> dict:
-        """The JSON a report keeps: return statistics, how the episodes ended and how much of the
-        track they drove, with the per-episode lists (in episode order) to read failures from."""
+        """The JSON a report keeps: return statistics, how the episodes ended, how much of the
+        track they drove and how much of it the wrong way, with the per-episode lists (in episode
+        order) to read failures from."""
         returns = np.asarray(self.returns, dtype=float)
-        tiles = np.asarray(self.tiles_visited_fractions, dtype=float)
+        tiles_mean, tiles = _mean_and_list(self.tiles_visited_fractions)
+        wrong_way_mean, wrong_way = _mean_and_list(self.wrong_way_fractions)
         return {
             "mean": float(returns.mean()),
             "std": float(returns.std()),
@@ -102,10 +110,22 @@ class EvalResult:
             "lengths": list(self.lengths),
             "end_reason_counts": dict(Counter(self.end_reasons)),
             "end_reasons": list(self.end_reasons),
-            # NaN (an env without tiles) is not JSON: such episodes have no tile fraction.
-            "tiles_visited_mean": float(np.nanmean(tiles)) if np.isfinite(tiles).any() else None,
-            "tiles_visited": [round(float(t), 4) if np.isfinite(t) else None for t in tiles],
+            "tiles_visited_mean": tiles_mean,
+            "tiles_visited": tiles,
+            "wrong_way_mean": wrong_way_mean,
+            "wrong_way": wrong_way,
+            "wrong_way_tracks": None
+            if wrong_way_mean is None
+            else sum(w >= WRONG_WAY_TRACK for w in wrong_way if w is not None),
         }
+
+
+def _mean_and_list(fractions: list[float]) -> tuple[float | None, list[float | None]]:
+    """The mean over the episodes that have the fraction, and the rounded per-episode list. NaN
+    (an env without a track) is not JSON: such episodes get None, and the mean None when all do."""
+    values = np.asarray(fractions, dtype=float)
+    mean = float(np.nanmean(values)) if np.isfinite(values).any() else None
+    return mean, [round(float(v), 4) if np.isfinite(v) else None for v in values]
 
 
 def evaluate_policy(
@@ -150,6 +170,7 @@ def evaluate_policy(
         written,
         [e.end_reason for e in episodes_run],
         [e.tiles_visited for e in episodes_run],
+        [e.wrong_way for e in episodes_run],
         _gather_probes(episodes_run) if gamma is not None else None,
     )
 
@@ -160,6 +181,7 @@ class _Episode:
     length: int
     end_reason: str
     tiles_visited: float
+    wrong_way: float
     probes: tuple | None = None
     """(obs, actions, returns_to_end, tail_discount, end_obs, end_action) of `ValueProbes`."""
 
@@ -187,7 +209,12 @@ def _run_episode(
                     probe_obs, probe_actions, rewards, gamma, result.terminated, obs, action
                 )
             return _Episode(
-                episode_return, length, end_reason(result), tiles_visited(result), probes
+                episode_return,
+                length,
+                end_reason(result),
+                tiles_visited(result),
+                wrong_way(result),
+                probes,
             )
         if gamma is not None and length % PROBE_EVERY_STEPS == 0:
             probe_obs.append(obs)

@@ -30,6 +30,9 @@ INFO_END_REASON = "end_reason"
 """`StepResult.info` key at an episode's last step: one of END_REASONS."""
 INFO_TILES_VISITED = "tiles_visited_fraction"
 """`StepResult.info` key at an episode's last step: the fraction of track tiles visited (CarRacing)."""
+INFO_WRONG_WAY = "wrong_way_fraction"
+"""`StepResult.info` key at an episode's last step: the fraction of its agent steps that ended with
+the car moving against the lap direction (CarRacing)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,12 @@ def end_reason(result: StepResult) -> str:
 def tiles_visited(result: StepResult) -> float:
     """The fraction of track tiles visited, from an episode's final step; NaN for an env without."""
     return float(result.info.get(INFO_TILES_VISITED, np.nan))
+
+
+def wrong_way(result: StepResult) -> float:
+    """The fraction of agent steps driven against the lap direction, from an episode's final step;
+    NaN for an env without a track."""
+    return float(result.info.get(INFO_WRONG_WAY, np.nan))
 
 
 class EnvPipeline(Protocol):

@@ -24,7 +24,7 @@ import torch
 import tyro
 
 from actors.carracing import SOLVED_RETURN
-from actors.evaluate import evaluate_policy
+from actors.evaluate import WRONG_WAY_TRACK, evaluate_policy
 from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
 from launch.config import PRESETS, TrainConfig
 from launch.evaluate_cli import load_policy
@@ -179,15 +179,20 @@ def plot(report: dict, path: Path) -> None:
 
 
 def ends_cell(result: dict) -> str:
-    """How the final eval's tracks ended and how much of them was driven, e.g.
-    `lap 31, off 4, time 65; tiles 0.88`; `-` for reports written before these were kept."""
+    """How the final eval's tracks ended, how much of them was driven and how much the wrong way,
+    e.g. `lap 31, off 4, time 65; tiles 0.88; wrong way 0.04 (6 tracks)`; `-` for reports
+    written before these were kept (and no wrong-way part for those written before it was)."""
     counts = result.get("end_reason_counts")
     if counts is None:
         return "-"
     short = {LAP_DONE: "lap", LEFT_PLAYFIELD: "off", TIME_LIMIT: "time"}
     cell = ", ".join(f"{short.get(reason, reason)} {n}" for reason, n in sorted(counts.items()))
     tiles = result.get("tiles_visited_mean")
-    return cell + (f"; tiles {tiles:.2f}" if tiles is not None else "")
+    cell += f"; tiles {tiles:.2f}" if tiles is not None else ""
+    wrong_way = result.get("wrong_way_mean")
+    if wrong_way is not None:
+        cell += f"; wrong way {wrong_way:.2f} ({result['wrong_way_tracks']} tracks)"
+    return cell
 
 
 def write_index(out_dir: Path) -> Path:
@@ -198,7 +203,8 @@ def write_index(out_dir: Path) -> Path:
         "Written by `sacae bench learning`; every run is listed, including those that miss.",
         "Final eval: deterministic policy on fresh tracks of CarRacing-v3 with no training aid.",
         "",
-        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval per seed: mean ± std (n = tracks; 95% confidence interval of the mean) | final eval tracks per end (lap done, left the playfield, time limit) and mean fraction of tiles visited | command |",
+        "| report | preset | machine | seeds | frames/seed | minutes/seed | final eval per seed: mean ± std (n = tracks; 95% confidence interval of the mean) | final eval tracks per end (lap done, left the playfield, time limit), mean fraction of tiles visited, and mean fraction of agent steps driven against the lap direction (tracks with at least "
+        f"{WRONG_WAY_TRACK:.0%} of them) | command |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(out_dir.glob("*.json")):
@@ -207,7 +213,7 @@ def write_index(out_dir: Path) -> Path:
         evals = ", ".join(eval_cell(s["eval"]) for s in seeds)
         frames = ", ".join(str(s["eval"]["counters"]["env_frames"]) for s in seeds)
         minutes = ", ".join(f"{trained_s(s) / 60:.0f}" for s in seeds)
-        ends = "; ".join(ends_cell(s["eval"]) for s in seeds)
+        ends = " / ".join(ends_cell(s["eval"]) for s in seeds)
         rows.append(
             f"| [{path.stem}]({path.name}) | {r['preset']} | {r['machine']['cpu']} | "
             f"{len(r['seeds'])} | {frames} | {minutes} | {evals} | {ends} | `{r['command']}` |"

@@ -183,12 +183,19 @@ class Runner:
             data, suffix = video
             (self.run.eval_dir / f"eval_{frames:010d}{suffix}").write_bytes(data)
         self.curve.append((frames, result.mean_return, result.std_return))
+        summary = result.summary()
+        track_metrics = {
+            f"eval/{name}_fraction": summary[f"{name}_mean"]
+            for name in ("tiles_visited", "wrong_way")
+            if summary[f"{name}_mean"] is not None  # an env with a track
+        }
         self.logger.write(
             frames,
             {
                 "eval/return_mean": result.mean_return,
                 "eval/return_std": result.std_return,
                 "eval/episode_length_mean": float(np.mean(result.lengths)),
+                **track_metrics,
                 **(value_metrics or {}),
             },
         )

@@ -111,6 +111,11 @@ def test_index_says_how_the_eval_tracks_ended():
     )
     assert ends_cell({**result, "tiles_visited_mean": None}) == "lap 31, off 4, time 65"
     assert ends_cell({"mean": 530.0}) == "-"  # a report from before these were kept
+    wrong_way = {"tiles_visited_mean": 0.876, "wrong_way_mean": 0.043, "wrong_way_tracks": 6}
+    assert (
+        ends_cell({**result, **wrong_way})
+        == "lap 31, off 4, time 65; tiles 0.88; wrong way 0.04 (6 tracks)"
+    )
 
 
 def test_a_new_run_never_overwrites_an_earlier_report(tmp_path):

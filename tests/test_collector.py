@@ -23,7 +23,7 @@ from actors.collector import (
 )
 from actors.config import ActorConfig, EnvConfig
 from actors.env import env_spec, make_env
-from actors.evaluate import EvalResult, evaluate_policy
+from actors.evaluate import WRONG_WAY_TRACK, EvalResult, evaluate_policy
 from actors.metrics import diagnostic_metrics
 from actors.spec import (
     END_REASONS,
@@ -434,6 +434,9 @@ def test_evaluate_policy_one_episode_with_video(tmp_path):
     assert summary["end_reasons"] == result.end_reasons and summary["lengths"] == result.lengths
     assert 0.0 <= summary["tiles_visited_mean"] <= 1.0
     assert summary["tiles_visited"] == [round(summary["tiles_visited_mean"], 4)]
+    assert 0.0 <= summary["wrong_way_mean"] <= 1.0
+    assert summary["wrong_way"] == [round(summary["wrong_way_mean"], 4)]
+    assert summary["wrong_way_tracks"] == int(summary["wrong_way_mean"] >= WRONG_WAY_TRACK)
 
 
 def test_eval_summary_counts_ends_and_averages_tiles_of_episodes_that_have_them():
@@ -445,14 +448,19 @@ def test_eval_summary_counts_ends_and_averages_tiles_of_episodes_that_have_them(
         video_path=None,
         end_reasons=[LAP_DONE, LEFT_PLAYFIELD, LAP_DONE],
         tiles_visited_fractions=[1.0, float("nan"), 0.5],
+        wrong_way_fractions=[0.0, float("nan"), 0.4],
     )
     summary = result.summary()
     assert summary["end_reason_counts"] == {LAP_DONE: 2, LEFT_PLAYFIELD: 1}
     assert summary["tiles_visited"] == [1.0, None, 0.5]  # NaN: that env has no tiles
     assert summary["tiles_visited_mean"] == 0.75
     assert (summary["min"], summary["max"], summary["returns"][2]) == (-60.5, 900.0, 300.12)
+    assert (summary["wrong_way"], summary["wrong_way_mean"]) == ([0.0, None, 0.4], 0.2)
+    assert summary["wrong_way_tracks"] == 1  # 0.4 of the last track's steps, over WRONG_WAY_TRACK
     no_tiles = dataclasses.replace(result, tiles_visited_fractions=[float("nan")] * 3).summary()
     assert no_tiles["tiles_visited_mean"] is None
+    no_track = dataclasses.replace(result, wrong_way_fractions=[float("nan")] * 3).summary()
+    assert no_track["wrong_way_mean"] is None and no_track["wrong_way_tracks"] is None
 
 
 def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
@@ -477,6 +485,8 @@ def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
     assert len(stats.episode_end_reasons) == stats.episodes == len(stats.episode_returns)
     assert len(stats.episode_tiles_visited) == stats.episodes
     assert all(np.isnan(stats.episode_tiles_visited))  # the fake env has no track
+    assert len(stats.episode_wrong_way) == stats.episodes
+    assert all(np.isnan(stats.episode_wrong_way))
 
     row = diagnostic_metrics(stats, collector.spec)
     assert row["actors/steer_mean"] == pytest.approx(actions[:, 0].mean(), rel=1e-5)
@@ -485,6 +495,7 @@ def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
     assert row["actors/gas_brake_overlap_fraction"] == pytest.approx(both.mean())
     assert sum(row[f"actors/end_{r}_fraction"] for r in END_REASONS) == pytest.approx(1.0)
     assert "actors/tiles_visited_fraction" not in row  # no env reported tiles
+    assert "actors/wrong_way_fraction" not in row
 
 
 def test_pedal_actions_are_shipped_as_policy_actions_and_tallied_in_env_units():
@@ -515,6 +526,7 @@ def test_merged_keeps_the_last_episodes_and_adds_action_sums():
         episode_returns=(1.0,) * KEPT_EPISODES,
         episode_end_reasons=("time_limit",) * KEPT_EPISODES,
         episode_tiles_visited=(0.5,) * KEPT_EPISODES,
+        episode_wrong_way=(0.0,) * KEPT_EPISODES,
         episodes=KEPT_EPISODES,
         action_sums=(1.0, 2.0, 3.0),
         gas_brake_overlap_steps=1,
@@ -524,6 +536,7 @@ def test_merged_keeps_the_last_episodes_and_adds_action_sums():
         episode_returns=(2.0,),
         episode_end_reasons=("lap_done",),
         episode_tiles_visited=(1.0,),
+        episode_wrong_way=(0.3,),
         episodes=1,
         action_sums=(0.5, 0.5, 0.5),
         gas_brake_overlap_steps=2,
@@ -535,6 +548,8 @@ def test_merged_keeps_the_last_episodes_and_adds_action_sums():
     row = diagnostic_metrics(m, env_spec(FAKE_ENV))
     assert row["actors/end_lap_done_fraction"] == pytest.approx(1 / KEPT_EPISODES)
     assert row["actors/tiles_visited_fraction"] == pytest.approx((0.5 * 99 + 1.0) / 100)
+    assert len(m.episode_wrong_way) == KEPT_EPISODES
+    assert row["actors/wrong_way_fraction"] == pytest.approx(0.3 / 100)
     assert row["actors/steer_mean"] == pytest.approx(1.5 / 5)
     assert diagnostic_metrics(CollectStats(), env_spec(FAKE_ENV)) == {}
 

@@ -16,14 +16,22 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.envs.box2d.car_dynamics import Car
 
-from actors.carracing import ZOOM_FRAMES, CarRacingPipeline
+from actors.carracing import (
+    WRONG_WAY_MIN_SPEED,
+    ZOOM_FRAMES,
+    CarRacingPipeline,
+    against_the_lap,
+    track_directions,
+)
 from actors.config import EnvConfig
 from actors.env import env_spec as make_env_spec
 from actors.env import make_env
 from actors.spec import (
     INFO_END_REASON,
     INFO_TILES_VISITED,
+    INFO_WRONG_WAY,
     LAP_DONE,
     LEFT_PLAYFIELD,
     NO_PROGRESS,
@@ -384,6 +392,48 @@ def test_lap_done_is_reported_with_every_tile_visited() -> None:
         assert result.info[INFO_TILES_VISITED] == 1.0
     finally:
         env.close()
+
+
+def test_against_the_lap_follows_the_nearest_stretch_of_the_loop() -> None:
+    """A square loop driven counter-clockwise: moving with the nearest side is the lap direction,
+    the opposite way is against it, and a car slower than the threshold counts as standing."""
+    square = np.array([(0, 0), (10, 0), (10, 10), (0, 10)], np.float64)
+    directions = track_directions(square)
+    np.testing.assert_allclose(directions, [(1, 0), (0, 1), (-1, 0), (0, -1)])
+    fast = 4 * WRONG_WAY_MIN_SPEED
+    on_bottom, on_top = np.array([1.0, -0.5]), np.array([9.0, 10.5])
+    assert not against_the_lap(square, directions, on_bottom, np.array([fast, 0.0]))
+    assert against_the_lap(square, directions, on_bottom, np.array([-fast, 0.0]))
+    assert against_the_lap(square, directions, on_top, np.array([fast, 0.0]))  # top runs leftwards
+    assert not against_the_lap(square, directions, on_top, np.array([-fast, 1.0]))
+    slow = 0.9 * WRONG_WAY_MIN_SPEED
+    assert not against_the_lap(square, directions, on_bottom, np.array([-slow, 0.0]))
+
+
+def test_episode_end_reports_the_share_of_steps_driven_against_the_lap() -> None:
+    """Straight ahead from the start is the lap direction; the same drive with the car turned round
+    at the start is against it, although it visits new tiles just the same (stock pays for tiles in
+    either direction): the diagnostic follows the lap, not the reward."""
+    gas = np.array([0.0, 0.2, -1.0], dtype=np.float32)
+    fractions = {}
+    for turned in (False, True):
+        env = make_env(EnvConfig(action_repeat=4, no_progress_steps=20))
+        try:
+            env.reset(seed=2)
+            if turned:  # white box: the stock car, built facing backwards on the start tile
+                angle, x, y = env._env.track[0][1:4]
+                env._env.car.destroy()
+                env._env.car = Car(env._env.world, angle + np.pi, x, y)
+            steps, result = 0, None
+            while result is None or not (result.terminated or result.truncated):
+                result = env.step(gas)
+                steps += 1
+            assert env._env.tile_visited_count > 10 and steps > 25
+            fractions[turned] = result.info[INFO_WRONG_WAY]
+        finally:
+            env.close()
+    assert fractions[False] == 0.0
+    assert fractions[True] > 0.9  # all but the first steps, still below the speed threshold
 
 
 def test_training_aids_are_validated() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from actors.collector import CollectStats
 from actors.evaluate import EvalResult
-from actors.spec import EnvSpec
+from actors.spec import TIME_LIMIT, EnvSpec
 from launch.cli import main as cli_main
 from launch.config import PRESETS, TrainConfig, config_from_dict, load_config
 from launch.metrics import read_curve, read_trace
@@ -377,6 +377,25 @@ def test_a_resumed_run_keeps_its_curve_and_goes_on_to_new_eval_tracks(tmp_path):
         (40_000, 100.0),
         (60_010, 280.0),
     ]
+
+
+def test_an_evaluation_row_carries_the_track_diagnostics_when_the_env_has_a_track(tmp_path):
+    cfg = PRESETS["smoke"]()
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_dir=str(tmp_path)))
+    spec = EnvSpec((3, 8, 8), 3, (-1.0, 0.0, 0.0), (1.0, 1.0, 1.0), ("steer", "gas", "brake"), 50.0)
+    runner = Runner(cfg, RunDir.create(cfg), None, spec)
+    track = EvalResult(500.0, 300.0, [800.0, 200.0], [250, 250], None, [TIME_LIMIT] * 2)
+    track = dataclasses.replace(
+        track, tiles_visited_fractions=[0.9, 0.3], wrong_way_fractions=[0.0, 0.5]
+    )
+    runner.record_eval(1_000, track)
+    runner.record_eval(2_000, EvalResult(-50.0, 0.0, [-50.0], [250], None))  # no track
+    runner.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    with_track, without = [r for r in rows if "eval/return_mean" in r]
+    assert with_track["eval/tiles_visited_fraction"] == pytest.approx(0.6)
+    assert with_track["eval/wrong_way_fraction"] == pytest.approx(0.25)
+    assert not {"eval/tiles_visited_fraction", "eval/wrong_way_fraction"} & without.keys()
 
 
 def test_the_trace_keeps_the_learner_beside_each_evaluation_and_at_the_end(tmp_path):
