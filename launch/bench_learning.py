@@ -281,49 +281,54 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"sacae: seed {seed} is done in {path}: kept, not trained again", flush=True)
             continue
         run_dir = seed_run_dir(args.runs_dir, name, seed)
-        resume = (
-            run_dir
-            if (run_dir / "checkpoints").is_dir()
-            and any((run_dir / "checkpoints").glob("ckpt_*.pt"))
-            else None
-        )
-        cfg = seed_config(args, overrides, seed, run_dir)
-        spent = resume and spent_budget(cfg.run, load_checkpoint(resume)["counters"])
-        if spent:  # trained to the end before, its report lost: evaluate it, train no further
-            print(f"sacae: seed {seed} in {run_dir}: {spent}, evaluated as it is", flush=True)
-        wall_s = 0.0 if spent else train_seed(cfg, resume)
-        checkpoint = load_checkpoint(run_dir)
-        done = checkpoint["counters"]
-        # A distributed run that Ctrl-C or SIGTERM ended returns normally, short of its budget.
-        if budget_left(cfg.run, done["env_frames"], done.get("train_s", 0.0)):
-            raise SystemExit(
-                f"sacae: seed {seed} stopped at {done['env_frames']:,} env frames and "
-                f"{done.get('train_s', 0) / 60:.0f} minutes, short of its budget: it is neither "
-                f"evaluated nor recorded in {path}; the same command resumes it from {run_dir}"
-            )
-        trace = read_trace(run_dir)
+        cfg, entry = train_and_evaluate(args, overrides, seed, run_dir, path, command)
         report["config"] = json.loads(cfg.to_json())
         report["command"] = command
-        report["seeds"][str(seed)] = {
-            "run_dir": str(run_dir),
-            "command": command,  # the report's own "command" is the last invocation's
-            "machine": machine(),  # seeds of one report may be trained on different days
-            # Which numerics the updates ran in: precision=auto picks bf16 only on a machine with
-            # it native, so one preset's seeds may differ here by machine.
-            "numerics": checkpoint["learner"].get("numerics_updates", {}),
-            "wall_s": wall_s,  # this invocation, from start-up to the end of training
-            "eval": final_eval(checkpoint, args.eval_episodes, run_dir),
-            "curve": [list(point) for point in curve_points(trace)],
-            # Alpha, entropy, Q bias and the learner's rate at each evaluation and at the end:
-            # what the run did on the way, kept after its run directory is gone.
-            "trace": trace,
-        }
-        print(json.dumps({"seed": seed, **report["seeds"][str(seed)]["eval"]}), flush=True)
+        report["seeds"][str(seed)] = entry
+        print(json.dumps({"seed": seed, **entry["eval"]}), flush=True)
         # Written after every seed: a 2-hour seed's result survives a stop before the next seed
         # ends, and the same command (or --name) on another day trains only the missing seeds.
         write_report(report, path)
     print(f"sacae: report {path}", flush=True)
     return report
+
+
+def train_and_evaluate(
+    args: LearningArgs, overrides: list[str], seed: int, run_dir: Path, path: Path, command: str
+) -> tuple[TrainConfig, dict]:
+    """Train one seed to its budget (resuming its run directory when it has a checkpoint), then
+    evaluate its final policy: the seed's config and its entry for the report at `path`."""
+    has_checkpoint = any((run_dir / "checkpoints").glob("ckpt_*.pt"))
+    resume = run_dir if has_checkpoint else None
+    cfg = seed_config(args, overrides, seed, run_dir)
+    spent = resume and spent_budget(cfg.run, load_checkpoint(resume)["counters"])
+    if spent:  # trained to the end before, its report lost: evaluate it, train no further
+        print(f"sacae: seed {seed} in {run_dir}: {spent}, evaluated as it is", flush=True)
+    wall_s = 0.0 if spent else train_seed(cfg, resume)
+    checkpoint = load_checkpoint(run_dir)
+    done = checkpoint["counters"]
+    # A distributed run that Ctrl-C or SIGTERM ended returns normally, short of its budget.
+    if budget_left(cfg.run, done["env_frames"], done.get("train_s", 0.0)):
+        raise SystemExit(
+            f"sacae: seed {seed} stopped at {done['env_frames']:,} env frames and "
+            f"{done.get('train_s', 0) / 60:.0f} minutes, short of its budget: it is neither "
+            f"evaluated nor recorded in {path}; the same command resumes it from {run_dir}"
+        )
+    trace = read_trace(run_dir)
+    return cfg, {
+        "run_dir": str(run_dir),
+        "command": command,  # the report's own "command" is the last invocation's
+        "machine": machine(),  # seeds of one report may be trained on different days
+        # Which numerics the updates ran in: precision=auto picks bf16 only on a machine with it
+        # native, so one preset's seeds may differ here by machine.
+        "numerics": checkpoint["learner"].get("numerics_updates", {}),
+        "wall_s": wall_s,  # this invocation, from start-up to the end of training
+        "eval": final_eval(checkpoint, args.eval_episodes, run_dir),
+        "curve": [list(point) for point in curve_points(trace)],
+        # Alpha, entropy, Q bias and the learner's rate at each evaluation and at the end: what
+        # the run did on the way, kept after its run directory is gone.
+        "trace": trace,
+    }
 
 
 def read_report(path: Path) -> dict | None:
