@@ -1,0 +1,85 @@
+"""Where a learning report's final evaluation lost its return: each seed's final policy driven again
+over the report's own tracks, with the wrong-way diagnostic that reports written before it lack.
+
+    python benchmarks/wrong_way_census.py benchmarks/learning/<report>.json --seeds 0 1 --root .
+
+`--root` is the folder the report's run directories are relative to (where `sacae bench learning`
+ran). The final evaluation is deterministic (tanh of the mean, on FINAL_EVAL_SEED's tracks, in one
+process), so a seed whose run directory still holds the evaluated checkpoint drives the same tracks
+again. The census checks that first: a seed whose returns differ from the report's, track by track,
+is reported as not reproduced and gets no figures.
+
+Prints one JSON line per seed: the return and wrong-way figures of the 100 tracks, the mean return
+of the wrong-way tracks (at least WRONG_WAY_TRACK of their steps driven against the lap) and of the
+others, `lost_to_wrong_way` (what the mean would gain if the wrong-way tracks scored the others'
+mean), and the others' mean tiles visited and time-limit share (what is left: driving too slowly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from actors.evaluate import WRONG_WAY_TRACK, evaluate_policy
+from launch.bench_learning import FINAL_EVAL_SEED
+from launch.evaluate_cli import load_policy
+from launch.run_dir import load_checkpoint
+
+
+def census(recorded: dict, root: Path, tracks: int | None = None) -> dict:
+    """One seed's final evaluation driven again (its first `tracks` tracks, all by default),
+    checked against `recorded` (the seed's report entry)."""
+    checkpoint = load_checkpoint(root / recorded["checkpoint"])
+    policy, cfg = load_policy(checkpoint)
+    episodes = tracks or len(recorded["returns"])
+    summary = evaluate_policy(
+        policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED
+    ).summary()
+    expected = recorded["returns"][:episodes]
+    if summary["returns"] != expected:
+        differ = sum(a != b for a, b in zip(summary["returns"], expected, strict=True))
+        return {"reproduced": False, "tracks_differing": differ}
+    returns = np.asarray(summary["returns"])
+    wrong = np.asarray(summary["wrong_way"]) >= WRONG_WAY_TRACK
+    clean = returns[~wrong]
+    clean_mean = float(clean.mean()) if clean.size else float("nan")
+    lost = float(np.sum(clean_mean - returns[wrong]) / episodes) if wrong.any() else 0.0
+    clean_ends = [end for end, w in zip(summary["end_reasons"], wrong, strict=True) if not w]
+    return {
+        "reproduced": True,
+        "tracks": episodes,
+        "mean": summary["mean"],
+        "wrong_way_mean": summary["wrong_way_mean"],
+        "wrong_way_tracks": int(wrong.sum()),
+        "wrong_way_tracks_return_mean": float(returns[wrong].mean()) if wrong.any() else None,
+        "other_tracks_return_mean": clean_mean,
+        "lost_to_wrong_way": lost,
+        "other_tracks_tiles_mean": float(np.mean(np.asarray(summary["tiles_visited"])[~wrong])),
+        "other_tracks_time_limit_fraction": clean_ends.count("time_limit")
+        / max(len(clean_ends), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--seeds", nargs="+", help="the report's seeds to drive (default: all)")
+    parser.add_argument("--root", type=Path, default=Path("."))
+    parser.add_argument("--tracks", type=int, help="drive only the first N tracks (a quick check)")
+    args = parser.parse_args()
+    report = json.loads(args.report.read_text())
+    for seed in args.seeds or sorted(report["seeds"]):
+        recorded = report["seeds"][seed]["eval"]
+        line = {
+            "report": args.report.name,
+            "seed": seed,
+            **census(recorded, args.root, args.tracks),
+        }
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
