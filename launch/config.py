@@ -168,11 +168,12 @@ def sac_ae() -> TrainConfig:
 CARRACING_ENV = {"no_progress_steps": 50, "skip_zoom": True, "action_map": "pedal"}
 """The CarRacing aids of the env (deviations 2 and 14), on in both CarRacing presets."""
 CARRACING_LEARNER = {"augment_shift": 4, "n_step": 3}
-"""The learner's aids (deviations 12 and 18). The 2026-12-03 ablation on `carracing-cpu` (2 seeds
+"""The learner's aids (deviations 12 and 18). The 2026-12-03 ablation on `carracing-cpu` (2-3 seeds
 per arm, 115k frames, 100 fresh tracks): without the shift -444, with 1-step targets -94,
-without the early stop -88, without the skipped zoom -18, against the fp32 base; against the
-base in bf16 (the arms' numerics) -381, -31, -26 and +44. Only the shift separates from seed
-noise at 2 seeds; the others are kept with no measured loss, the base was measured with them."""
+without the early stop -67 (3 seeds), without the skipped zoom -18, against the fp32 base;
+against the base in bf16 (the arms' numerics, 3 seeds) -369, -18, +9 and +57. Only the shift
+separates from seed noise; the others are kept with no measured loss, the base was measured
+with them."""
 
 
 def carracing() -> TrainConfig:
