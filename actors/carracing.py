@@ -68,9 +68,10 @@ def against_the_lap(
     """Whether a car at `position` moving at `velocity` drives against the lap direction: faster
     than WRONG_WAY_MIN_SPEED and more than 90 degrees off the direction of the nearest track point.
 
-    After a spin a pixel policy cannot tell a visited stretch from the road ahead (only the faint
-    stripes of unvisited tiles differ), so it may drive the lap backwards over tiles that pay
-    nothing until the time limit: this is how it shows in the diagnostics."""
+    Turned round (a spin, or a loop off the road), a pixel policy can hardly tell a visited
+    stretch from the road ahead (only the faint stripes of unvisited tiles differ), so it may
+    drive the lap backwards over tiles that pay nothing until the time limit: this is how that
+    shows in the diagnostics."""
     if float(np.hypot(*velocity)) < WRONG_WAY_MIN_SPEED:
         return False
     nearest = int(np.argmin(((track_xy - position) ** 2).sum(axis=1)))
