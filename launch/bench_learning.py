@@ -29,7 +29,7 @@ from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
 from launch.config import PRESETS, TrainConfig
 from launch.evaluate_cli import load_policy
 from launch.metrics import curve_points, read_trace
-from launch.run_dir import load_checkpoint
+from launch.run_dir import RunDir, load_checkpoint
 from launch.runner import budget_left, spent_budget
 from replay.snapshot import atomic_write_text
 
@@ -298,8 +298,7 @@ def train_and_evaluate(
 ) -> tuple[TrainConfig, dict]:
     """Train one seed to its budget (resuming its run directory when it has a checkpoint), then
     evaluate its final policy: the seed's config and its entry for the report at `path`."""
-    has_checkpoint = any((run_dir / "checkpoints").glob("ckpt_*.pt"))
-    resume = run_dir if has_checkpoint else None
+    resume = run_dir if RunDir(run_dir).latest_checkpoint() else None
     cfg = seed_config(args, overrides, seed, run_dir)
     spent = resume and spent_budget(cfg.run, load_checkpoint(resume)["counters"])
     if spent:  # trained to the end before, its report lost: evaluate it, train no further
