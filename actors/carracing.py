@@ -1,6 +1,6 @@
 """CarRacing-v3: its constants, its spec and its pixel pipeline (action mapping, action repeat, crop,
-optional area resize, frame stack), with the training aids `env.no_progress_steps` and
-`env.skip_zoom` (off by default).
+optional area resize, frame stack), with the training aids `env.no_progress_steps`,
+`env.wrong_way_steps` and `env.skip_zoom` (off by default).
 
 Plain Python, no Ray. With `EnvConfig.fast_render` the env is `FastCarRacing`, which renders only
 the last frame of each agent step and renders it faster; with the aids off its observations,
@@ -25,6 +25,7 @@ from actors.spec import (
     LEFT_PLAYFIELD,
     NO_PROGRESS,
     TIME_LIMIT,
+    WRONG_WAY,
     EnvSpec,
     StepResult,
 )
@@ -142,6 +143,7 @@ class CarRacingPipeline:
         self._track_directions = np.zeros((0, 2))
         self._agent_steps = 0
         self._wrong_way_steps = 0
+        self._wrong_way_run = 0
 
     # Pipeline attributes older callers read; the spec is the source.
     @property
@@ -172,7 +174,7 @@ class CarRacingPipeline:
         self._steps_without_tile = 0
         self._track_xy = np.array([(x, y) for _, _, x, y in self._env.track], np.float64)
         self._track_directions = track_directions(self._track_xy)
-        self._agent_steps = self._wrong_way_steps = 0
+        self._agent_steps = self._wrong_way_steps = self._wrong_way_run = 0
         frame = self._frame()
         self._stack[:] = np.tile(frame, (self.cfg.frame_stack, 1, 1))
         return self._stack.copy()
@@ -207,6 +209,10 @@ class CarRacingPipeline:
         end_reason = self._end_reason(terminated, truncated, info)
         if end_reason == NO_PROGRESS:
             truncated = True  # bootstraps: it changes what is collected, not the objective
+        elif end_reason == WRONG_WAY:
+            # Terminal: the states after a turn look like any other, so only a terminal tells the
+            # critic what the turn cost; evaluation then drives the lap backwards over paid tiles.
+            terminated = True
         if end_reason is not None:
             info = {
                 **info,
@@ -221,16 +227,22 @@ class CarRacingPipeline:
         return StepResult(self._stack.copy(), reward, terminated, truncated, frames + repeats, info)
 
     def _count_wrong_way(self) -> None:
-        """Tally the agent step just taken as driven the wrong way or not (`against_the_lap`)."""
+        """Tally the agent step just taken as driven the wrong way or not (`against_the_lap`), and
+        the steps in a row so far."""
         hull = self._env.car.hull
         position = np.array(hull.position, np.float64)
         velocity = np.array(hull.linearVelocity, np.float64)
         self._agent_steps += 1
         if against_the_lap(self._track_xy, self._track_directions, position, velocity):
             self._wrong_way_steps += 1
+            self._wrong_way_run += 1
+        else:
+            self._wrong_way_run = 0
 
     def _end_reason(self, terminated: bool, truncated: bool, info: dict) -> str | None:
-        """Why the episode ends after this step, or None; counts steps without a new tile."""
+        """Why the episode ends after this step, or None; counts steps without a new tile. The
+        env's own ends come first, then the training aids (the wrong way before no progress: a car
+        driving back over paid tiles also finds none)."""
         tiles = self._env.tile_visited_count
         self._steps_without_tile = 0 if tiles > self._tiles_seen else self._steps_without_tile + 1
         self._tiles_seen = tiles
@@ -239,6 +251,8 @@ class CarRacingPipeline:
             return LAP_DONE if info.get("lap_finished") else LEFT_PLAYFIELD
         if truncated:
             return TIME_LIMIT
+        if self.cfg.wrong_way_steps and self._wrong_way_run >= self.cfg.wrong_way_steps:
+            return WRONG_WAY
         limit = self.cfg.no_progress_steps
         if limit and self._steps_without_tile >= limit:
             return NO_PROGRESS

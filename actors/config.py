@@ -33,6 +33,8 @@ class EnvConfig:
     """Skip rendering of frames that action repeat drops and render the rest faster (byte-identical)."""
     no_progress_steps: int = 0
     """Training aid: end a training episode after this many agent steps without a new track tile, as a truncation (bootstraps); 0 = off (the recipe). Never applied in evaluation."""
+    wrong_way_steps: int = 0
+    """Training aid: end a training episode after this many agent steps in a row driven against the lap (CarRacing), as a terminal, so the critic learns what turning round costs (a pixel policy cannot see that it did: visited tiles look like new ones, so a truncation would bootstrap from a state like any other); 0 = off (the recipe). Never applied in evaluation."""
     skip_zoom: bool = False
     """Training aid: stand still through the 50-frame camera zoom-in inside reset(); those frames count as env frames of the episode's first step. Never applied in evaluation."""
     action_map: Literal["affine", "pedal"] = "affine"
@@ -68,10 +70,16 @@ class EnvConfig:
             self.no_progress_steps,
             ">= 0 (0 = off)",
         )
+        require(
+            self.wrong_way_steps >= 0,
+            "env.wrong_way_steps",
+            self.wrong_way_steps,
+            ">= 0 (0 = off)",
+        )
 
     def for_evaluation(self) -> EnvConfig:
         """This pipeline with every training aid off: evaluation always sees the stock env."""
-        return dataclasses.replace(self, no_progress_steps=0, skip_zoom=False)
+        return dataclasses.replace(self, no_progress_steps=0, wrong_way_steps=0, skip_zoom=False)
 
     # Kept for callers that predate `env_spec`; each asks the env's spec.
     @property

@@ -22,9 +22,12 @@ TIME_LIMIT = "time_limit"
 """The env's time limit truncated the episode."""
 NO_PROGRESS = "no_progress"
 """A training aid truncated the episode: `env.no_progress_steps` agent steps without a new tile."""
+WRONG_WAY = "wrong_way"
+"""A training aid terminated the episode: `env.wrong_way_steps` agent steps in a row driven against
+the lap (CarRacing)."""
 OTHER = "other"
 """Any other end: an env that does not say why it ended."""
-END_REASONS = (LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT, NO_PROGRESS, OTHER)
+END_REASONS = (LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT, NO_PROGRESS, WRONG_WAY, OTHER)
 
 INFO_END_REASON = "end_reason"
 """`StepResult.info` key at an episode's last step: one of END_REASONS."""

@@ -561,7 +561,7 @@ def test_evaluation_never_sees_the_training_aids():
         built.append(cfg)
         return FakeEnv(cfg)
 
-    env_cfg = EnvConfig(crop=(0, 16, 0, 16), no_progress_steps=5, skip_zoom=True)
+    env_cfg = EnvConfig(crop=(0, 16, 0, 16), no_progress_steps=5, wrong_way_steps=3, skip_zoom=True)
     spec = env_spec(env_cfg)
     policy = build_policy(spec.obs_shape, spec.action_dim, TINY)
     result = evaluate_policy(policy, env_cfg, episodes=2, seed=0, env_factory=factory)

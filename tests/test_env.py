@@ -36,6 +36,8 @@ from actors.spec import (
     LEFT_PLAYFIELD,
     NO_PROGRESS,
     TIME_LIMIT,
+    WRONG_WAY,
+    StepResult,
     map_action,
 )
 from common.validation import ConfigError
@@ -410,37 +412,72 @@ def test_against_the_lap_follows_the_nearest_stretch_of_the_loop() -> None:
     assert not against_the_lap(square, directions, on_bottom, np.array([-slow, 0.0]))
 
 
+def _drive_from_the_start(cfg: EnvConfig, turned: bool) -> tuple[list[StepResult], int]:
+    """Gently on the gas from the start of track seed 2 until the episode ends; `turned` rebuilds
+    the stock car facing backwards on the start tile first (white box). Returns the steps and the
+    tiles visited."""
+    gas = np.array([0.0, 0.2, -1.0], dtype=np.float32)
+    env = make_env(cfg)
+    try:
+        env.reset(seed=2)
+        if turned:
+            angle, x, y = env._env.track[0][1:4]
+            env._env.car.destroy()
+            env._env.car = Car(env._env.world, angle + np.pi, x, y)
+        results = [env.step(gas)]
+        while not (results[-1].terminated or results[-1].truncated):
+            results.append(env.step(gas))
+        return results, env._env.tile_visited_count
+    finally:
+        env.close()
+
+
 def test_episode_end_reports_the_share_of_steps_driven_against_the_lap() -> None:
     """Straight ahead from the start is the lap direction; the same drive with the car turned round
     at the start is against it, although it visits new tiles just the same (stock pays for tiles in
     either direction): the diagnostic follows the lap, not the reward."""
-    gas = np.array([0.0, 0.2, -1.0], dtype=np.float32)
+    cfg = EnvConfig(action_repeat=4, no_progress_steps=20)
     fractions = {}
     for turned in (False, True):
-        env = make_env(EnvConfig(action_repeat=4, no_progress_steps=20))
-        try:
-            env.reset(seed=2)
-            if turned:  # white box: the stock car, built facing backwards on the start tile
-                angle, x, y = env._env.track[0][1:4]
-                env._env.car.destroy()
-                env._env.car = Car(env._env.world, angle + np.pi, x, y)
-            steps, result = 0, None
-            while result is None or not (result.terminated or result.truncated):
-                result = env.step(gas)
-                steps += 1
-            assert env._env.tile_visited_count > 10 and steps > 25
-            fractions[turned] = result.info[INFO_WRONG_WAY]
-        finally:
-            env.close()
+        results, tiles = _drive_from_the_start(cfg, turned)
+        assert len(results) > 25 and tiles > 10  # new tiles either way: the lap, not the reward
+        fractions[turned] = results[-1].info[INFO_WRONG_WAY]
     assert fractions[False] == 0.0
     assert fractions[True] > 0.9  # all but the first steps, still below the speed threshold
 
 
+def test_wrong_way_stop_terminates_after_k_steps_in_a_row_against_the_lap() -> None:
+    """`env.wrong_way_steps`: the turned car's episode ends as a terminal (no bootstrap) exactly K
+    steps after it first moves against the lap fast enough; the car driving the lap is not
+    stopped, so its episode ends as it does without the aid."""
+    k = 6
+    cfg = EnvConfig(action_repeat=4, no_progress_steps=20, wrong_way_steps=k)
+    turned, _ = _drive_from_the_start(cfg, turned=True)
+    last = turned[-1]
+    assert last.terminated and not last.truncated
+    assert last.info[INFO_END_REASON] == WRONG_WAY
+    unaided, _ = _drive_from_the_start(
+        EnvConfig(action_repeat=4, no_progress_steps=20), turned=True
+    )
+    assert len(unaided) > len(turned)  # the same drive went on without the aid
+    # The first k-1 steps at speed (0.9 of the unaided run's steps are against the lap) did not
+    # end it; the step that made k in a row did.
+    slow_start = round(len(unaided) * (1 - unaided[-1].info[INFO_WRONG_WAY]))
+    assert len(turned) == slow_start + k
+    for a, b in zip(turned[:-1], unaided, strict=False):
+        np.testing.assert_array_equal(a.obs, b.obs)  # the aid changes nothing before its stop
+        assert a.reward == b.reward and not (a.terminated or a.truncated)
+    forward, _ = _drive_from_the_start(cfg, turned=False)
+    assert forward[-1].info[INFO_END_REASON] != WRONG_WAY
+    assert forward[-1].info[INFO_WRONG_WAY] == 0.0
+
+
 def test_training_aids_are_validated() -> None:
-    with pytest.raises(ConfigError, match="env.no_progress_steps"):
-        EnvConfig(no_progress_steps=-1)
-    cfg = EnvConfig(no_progress_steps=10, skip_zoom=True).for_evaluation()
-    assert cfg.no_progress_steps == 0 and not cfg.skip_zoom
+    for field in ("no_progress_steps", "wrong_way_steps"):
+        with pytest.raises(ConfigError, match=f"env.{field}"):
+            EnvConfig(**{field: -1})
+    cfg = EnvConfig(no_progress_steps=10, wrong_way_steps=5, skip_zoom=True).for_evaluation()
+    assert cfg.no_progress_steps == cfg.wrong_way_steps == 0 and not cfg.skip_zoom
     assert cfg == EnvConfig()
 
 

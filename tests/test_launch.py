@@ -38,8 +38,13 @@ def test_sac_ae_preset_is_the_recipe_and_carracing_adds_only_the_measured_aids()
         and cfg.learner.encoder_tau == 0.05
     )
     assert cfg.samples_per_insert == 128
-    aids = (cfg.env.no_progress_steps, cfg.env.skip_zoom, cfg.env.action_map)
-    assert aids == (0, False, "affine")
+    aids = (
+        cfg.env.no_progress_steps,
+        cfg.env.wrong_way_steps,
+        cfg.env.skip_zoom,
+        cfg.env.action_map,
+    )
+    assert aids == (0, 0, False, "affine")
     assert (cfg.learner.augment_shift, cfg.learner.n_step) == (0, 1)
     # `carracing` is the recipe with the aids on, the same aids as `carracing-cpu`: nothing else.
     aided = PRESETS["carracing"]()
