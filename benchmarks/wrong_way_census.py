@@ -7,31 +7,43 @@ over the report's own tracks, with the wrong-way diagnostic that reports written
 ran). The final evaluation is deterministic (tanh of the mean, on FINAL_EVAL_SEED's tracks, in one
 process), so a seed whose run directory still holds the evaluated checkpoint drives the same tracks
 again. The census checks that first: a seed whose returns differ from the report's, track by track,
-is reported as not reproduced and gets no figures.
+is reported as not reproduced and gets no figures. Run it with the torch threads the evaluation had
+(the default, on the machine that trained): the float sums change with the thread count, and so do
+the greedy actions (with OMP_NUM_THREADS=1, none of 3 tracks of the 2-thread 2026-12-06 seed 4
+reproduced).
 
 Prints one JSON line per seed: the return and wrong-way figures of the 100 tracks, the mean return
 of the wrong-way tracks (at least WRONG_WAY_TRACK of their steps driven against the lap) and of the
 others, `lost_to_wrong_way` (what the mean would gain if the wrong-way tracks scored the others'
 mean), and the others' mean tiles visited and time-limit share (what is left: driving too slowly).
+
+With `--wrong-way-steps K` it drives the same tracks once more with the training aid of that name
+on (and no other) and says which tracks it would have ended: how many of the wrong-way tracks, and
+how many others (a car that turned round for K steps and turned back). A check of K before a run
+that trains with it; the deterministic policy drives the same until the stop.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
+from actors.env import make_env
 from actors.evaluate import WRONG_WAY_TRACK, evaluate_policy
+from actors.spec import WRONG_WAY
 from launch.bench_learning import FINAL_EVAL_SEED
 from launch.evaluate_cli import load_policy
 from launch.run_dir import load_checkpoint
 
 
-def census(recorded: dict, root: Path, tracks: int | None = None) -> dict:
+def census(recorded: dict, root: Path, tracks: int | None = None, wrong_way_steps: int = 0) -> dict:
     """One seed's final evaluation driven again (its first `tracks` tracks, all by default),
-    checked against `recorded` (the seed's report entry)."""
+    checked against `recorded` (the seed's report entry); with `wrong_way_steps`, which of those
+    tracks that stop would end."""
     checkpoint = load_checkpoint(root / recorded["checkpoint"])
     policy, cfg = load_policy(checkpoint)
     episodes = tracks or len(recorded["returns"])
@@ -60,6 +72,25 @@ def census(recorded: dict, root: Path, tracks: int | None = None) -> dict:
         "other_tracks_tiles_mean": float(np.mean(np.asarray(summary["tiles_visited"])[~wrong])),
         "other_tracks_time_limit_fraction": clean_ends.count("time_limit")
         / max(len(clean_ends), 1),
+        **(_stops(policy, cfg, episodes, wrong, wrong_way_steps) if wrong_way_steps else {}),
+    }
+
+
+def _stops(policy, cfg, episodes: int, wrong: np.ndarray, wrong_way_steps: int) -> dict:
+    """The same tracks with `env.wrong_way_steps` on: which of them it ends, split by `wrong`."""
+    evaluation = cfg.env.for_evaluation()
+
+    def with_the_stop(env_cfg):
+        return make_env(dataclasses.replace(env_cfg, wrong_way_steps=wrong_way_steps))
+
+    ends = evaluate_policy(
+        policy, evaluation, episodes, seed=FINAL_EVAL_SEED, env_factory=with_the_stop
+    ).end_reasons
+    stopped = np.array([end == WRONG_WAY for end in ends])
+    return {
+        "wrong_way_steps": wrong_way_steps,
+        "stopped_wrong_way_tracks": int((stopped & wrong).sum()),
+        "stopped_other_tracks": int((stopped & ~wrong).sum()),
     }
 
 
@@ -69,6 +100,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", help="the report's seeds to drive (default: all)")
     parser.add_argument("--root", type=Path, default=Path("."))
     parser.add_argument("--tracks", type=int, help="drive only the first N tracks (a quick check)")
+    parser.add_argument(
+        "--wrong-way-steps",
+        type=int,
+        default=0,
+        help="also count the tracks that env.wrong_way_steps=K would end (0 = skip)",
+    )
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
     for seed in args.seeds or sorted(report["seeds"]):
@@ -76,7 +113,7 @@ def main() -> None:
         line = {
             "report": args.report.name,
             "seed": seed,
-            **census(recorded, args.root, args.tracks),
+            **census(recorded, args.root, args.tracks, args.wrong_way_steps),
         }
         print(json.dumps(line), flush=True)
 

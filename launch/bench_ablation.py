@@ -73,6 +73,9 @@ class AblationArgs:
     max_seeds: int = 0
     """Train at most this many (arm, seed) runs in this invocation, then compare what is done
     (0 = every missing one): `--max-seeds 1` fits one 2-hour seed into each sitting."""
+    compare_only: bool = False
+    """Train nothing: compare the seeds the arms' reports hold (after a seed trained on its own
+    with `sacae bench learning --name <name>-<arm>`), and list the missing ones."""
     runs_dir: Path = Path("runs/learning")
     """Where the seeds' run directories go."""
     out_dir: Path = Path("benchmarks/learning")
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # Every report read back is checked against its arm's config before anything trains.
     reports = {arm: learn(args, stem, arm, overrides[arm], held[arm]) for arm in arms if held[arm]}
     todo = [(seed, arm) for seed in args.seeds for arm in arms if seed not in held[arm]]
-    for seed, arm in todo[: args.max_seeds or None]:
+    for seed, arm in [] if args.compare_only else todo[: args.max_seeds or None]:
         reports[arm] = learn(args, stem, arm, overrides[arm], [seed])
         held[arm].append(seed)
     reports = {arm: reports[arm] for arm in arms if arm in reports}
