@@ -210,8 +210,9 @@ class CarRacingPipeline:
         if end_reason == NO_PROGRESS:
             truncated = True  # bootstraps: it changes what is collected, not the objective
         elif end_reason == WRONG_WAY:
-            # Terminal: the states after a turn look like any other, so only a terminal tells the
-            # critic what the turn cost; evaluation then drives the lap backwards over paid tiles.
+            # Terminal, not a truncation: the states after a turn look like any state on the lap,
+            # so bootstrapping from them would tell the critic nothing of what the turn cost (a
+            # stock episode drives the lap backwards over paid tiles); deviation 14 says more.
             terminated = True
         if end_reason is not None:
             info = {

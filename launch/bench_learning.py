@@ -26,7 +26,8 @@ import tyro
 from actors.carracing import SOLVED_RETURN
 from actors.evaluate import WRONG_WAY_TRACK, evaluate_policy
 from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
-from launch.config import PRESETS, TrainConfig
+from common.validation import ConfigError
+from launch.config import PRESETS, TrainConfig, config_from_dict
 from launch.evaluate_cli import load_policy
 from launch.metrics import curve_points, read_trace
 from launch.run_dir import RunDir, load_checkpoint
@@ -402,6 +403,24 @@ def same_stop(seed_report: dict, theirs: dict, ours: dict) -> bool:
     return by_frames and our_frames == their_frames and (our_s <= 0 or seconds < our_s)
 
 
+def as_read_now(config: dict) -> dict:
+    """A report's config as this code reads it: a field added since the report was written takes
+    its default, which is what the code that trained it did (a field is added with the old
+    behaviour as its default: every aid starts off). A field this code no longer has is kept as
+    it is, for `differing` to name."""
+    fields = json.loads(TrainConfig().to_json())
+    known = {s: {k: v for k, v in c.items() if k in fields.get(s, {})} for s, c in config.items()}
+    try:
+        read = json.loads(config_from_dict(known).to_json())
+    except ConfigError:  # a value this code refuses: compare as written
+        return config
+    for section, values in config.items():
+        for key, value in values.items():
+            if key not in fields.get(section, {}):
+                read.setdefault(section, {})[key] = value
+    return read
+
+
 def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, name: str) -> set:
     """The seeds the report already holds for this very setup: kept, not trained again. A report
     compares like with like, so seeds of another preset, mode or config are refused before
@@ -411,8 +430,8 @@ def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, n
     if not report["seeds"]:
         return set()
     mode = "serial" if args.serial else "distributed"
-    ours = json.loads(cfg.to_json())
-    setup = differing(ours, report["config"], skip=BUDGET)
+    ours, theirs = json.loads(cfg.to_json()), as_read_now(report["config"])
+    setup = differing(ours, theirs, skip=BUDGET)
     if report["preset"] != args.preset or report["mode"] != mode or setup:
         raise SystemExit(
             f"error: {path} holds seeds {sorted(report['seeds'])} of {report['preset']} "
@@ -421,8 +440,8 @@ def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, n
             "or the same options as that report's command: " + report["command"]
         )
     done = {int(seed) for seed in report["seeds"]}
-    if not differing(ours, report["config"], skip=()) or all(
-        same_stop(seed, report["config"]["run"], ours["run"]) for seed in report["seeds"].values()
+    if not differing(ours, theirs, skip=()) or all(
+        same_stop(seed, theirs["run"], ours["run"]) for seed in report["seeds"].values()
     ):
         return done
     lost = [

@@ -156,6 +156,17 @@ def test_a_report_keeps_its_seeds_only_for_the_same_setup(tmp_path):
     snapshots = ["--run.snapshot-replay", "--run.checkpoint-every-updates", "7"]
     safer = seed_config(args, [*snapshots, "--run.no-progress-bar"], 0, tmp_path)
     assert done_seeds(report, path, args, safer, "r") == {0, 1}
+    # A report written before a field existed trained with its default: the same setup. A field
+    # the code no longer has is named.
+    older = json.loads(json.dumps(report))
+    del older["config"]["env"]["wrong_way_steps"]
+    assert done_seeds(older, path, args, ours, "r") == {0, 1}
+    aided = seed_config(args, ["--env.wrong-way-steps", "10"], 0, tmp_path)
+    with pytest.raises(SystemExit, match=r"differing: env\.wrong_way_steps\."):
+        done_seeds(older, path, args, aided, "r")
+    older["config"]["env"]["retired_aid"] = 3
+    with pytest.raises(SystemExit, match=r"differing: env\.retired_aid\."):
+        done_seeds(older, path, args, ours, "r")
     # Another config: refused before anything trains, naming what differs.
     other = smoke_report(args, ["--learner.batch-size", "8"], [0])
     with pytest.raises(SystemExit, match=r"learner\.batch_size.*another --name"):
