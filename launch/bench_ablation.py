@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows, spread = compare(reports, arms)
     folder = args.out_dir / "ablations"
     folder.mkdir(parents=True, exist_ok=True)
-    command = "sacae bench ablation " + shlex.join(argv)
+    # The command that trains what is missing: the same one without --compare-only.
+    command = "sacae bench ablation " + shlex.join(a for a in argv if a != "--compare-only")
     summary = {"command": command, "seed_spread": spread, "arms": rows, "missing": missing}
     (folder / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     (folder / f"{stem}.md").write_text(markdown(stem, rows, spread, command, missing))

@@ -171,10 +171,9 @@ def test_max_seeds_trains_the_next_missing_seed_of_every_arm_in_turn(tmp_path):
     before = {p.name: p.read_bytes() for p in out.glob("*.json")}
     assert main([*argv[: argv.index("--")], "--compare-only", *argv[argv.index("--") :]]) == rows
     assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
-    assert json.loads((out / "ablations" / "t.json").read_text())["missing"] == {
-        BASE: [1],
-        "small-batch": [1],
-    }
+    summary = json.loads((out / "ablations" / "t.json").read_text())
+    assert summary["missing"] == {BASE: [1], "small-batch": [1]}
+    assert "--max-seeds 1" in summary["command"] and "--compare-only" not in summary["command"]
     bad = list(argv)
     bad[bad.index("--max-seeds") + 1] = "-1"
     with pytest.raises(SystemExit, match="--max-seeds -1 is negative"):
