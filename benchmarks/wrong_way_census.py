@@ -32,12 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+from actors.config import EnvConfig
 from actors.env import make_env
 from actors.evaluate import WRONG_WAY_TRACK, evaluate_policy
-from actors.spec import WRONG_WAY
+from actors.spec import WRONG_WAY, EnvPipeline
 from launch.bench_learning import FINAL_EVAL_SEED
+from launch.config import TrainConfig
 from launch.evaluate_cli import load_policy
 from launch.run_dir import load_checkpoint
+from learner.networks import Policy
 
 
 def census(recorded: dict, root: Path, tracks: int | None = None, wrong_way_steps: int = 0) -> dict:
@@ -76,11 +79,13 @@ def census(recorded: dict, root: Path, tracks: int | None = None, wrong_way_step
     }
 
 
-def _stops(policy, cfg, episodes: int, wrong: np.ndarray, wrong_way_steps: int) -> dict:
+def _stops(
+    policy: Policy, cfg: TrainConfig, episodes: int, wrong: np.ndarray, wrong_way_steps: int
+) -> dict:
     """The same tracks with `env.wrong_way_steps` on: which of them it ends, split by `wrong`."""
     evaluation = cfg.env.for_evaluation()
 
-    def with_the_stop(env_cfg):
+    def with_the_stop(env_cfg: EnvConfig) -> EnvPipeline:
         return make_env(dataclasses.replace(env_cfg, wrong_way_steps=wrong_way_steps))
 
     ends = evaluate_policy(

@@ -10,9 +10,9 @@ import torch
 import tyro
 
 from actors.evaluate import evaluate_policy
-from launch.config import config_from_dict
+from launch.config import TrainConfig, config_from_dict
 from launch.run_dir import load_checkpoint
-from learner.networks import build_policy
+from learner.networks import Policy, build_policy
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class EvalArgs:
     """Write an MP4 of the first episode here."""
 
 
-def load_policy(checkpoint: dict):
+def load_policy(checkpoint: dict) -> tuple[Policy, TrainConfig]:
     """The CPU policy of a checkpoint and the config it was trained with."""
     cfg = config_from_dict(json.loads(checkpoint["config"]))
     state = checkpoint["learner"]
