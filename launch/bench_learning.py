@@ -28,7 +28,7 @@ from actors.evaluate import WRONG_WAY_TRACK, evaluate_policy
 from actors.spec import LAP_DONE, LEFT_PLAYFIELD, TIME_LIMIT
 from common.validation import ConfigError
 from launch.config import PRESETS, TrainConfig, config_from_dict
-from launch.evaluate_cli import load_policy
+from launch.evaluate_cli import Weights, has_average, load_policy
 from launch.metrics import curve_points, read_trace
 from launch.run_dir import RunDir, load_checkpoint
 from launch.runner import budget_left, spent_budget
@@ -39,6 +39,8 @@ RANDOM_POLICY_RETURN = -55.0
 FINAL_EVAL_SEED = 90_000
 """Root seed of the final evaluation's tracks (the evaluation seed domain, apart from training)."""
 FINAL_EVAL_FILE = "final_eval.json"
+AVERAGE_EVAL_FILE = "final_eval_average.json"
+"""The final evaluation of the moving average of the policy's weights, when the run kept one."""
 """A run directory's final evaluation, beside the checkpoint it evaluated."""
 
 
@@ -109,11 +111,12 @@ def train_seed(cfg: TrainConfig, resume: Path | None) -> float:
     return time.monotonic() - start
 
 
-def final_eval(checkpoint: dict, episodes: int, run_dir: Path) -> dict:
+def final_eval(checkpoint: dict, episodes: int, run_dir: Path, weights: Weights = "final") -> dict:
     """The deterministic policy of a run's checkpoint on `episodes` fresh stock tracks, kept in the
     run directory (`final_eval.json`): a report lost or rewritten gets the same figure back without
-    driving the tracks again (8 minutes on 2 cores), and one checkpoint has one figure."""
-    kept = run_dir / FINAL_EVAL_FILE
+    driving the tracks again (8 minutes on 2 cores), and one checkpoint has one figure.
+    `weights="average"` drives the moving average of its weights on the same tracks instead."""
+    kept = run_dir / (AVERAGE_EVAL_FILE if weights == "average" else FINAL_EVAL_FILE)
     try:
         saved = json.loads(kept.read_text())
         if (
@@ -127,7 +130,7 @@ def final_eval(checkpoint: dict, episodes: int, run_dir: Path) -> dict:
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:  # evaluated again, then replaced
         print(f"sacae: {kept} is unreadable ({err!r}): evaluating again", flush=True)
-    policy, cfg = load_policy(checkpoint)
+    policy, cfg = load_policy(checkpoint, weights)
     result = evaluate_policy(policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED)
     summary = {
         "checkpoint": checkpoint["path"],
@@ -211,7 +214,11 @@ def write_index(out_dir: Path) -> Path:
     for path in sorted(out_dir.glob("*.json")):
         r = json.loads(path.read_text())
         seeds = r["seeds"].values()
-        evals = ", ".join(eval_cell(s["eval"]) for s in seeds)
+        evals = ", ".join(
+            eval_cell(s["eval"])
+            + (f" [average weights: {eval_cell(s['eval_average'])}]" if "eval_average" in s else "")
+            for s in seeds
+        )
         frames = ", ".join(str(s["eval"]["counters"]["env_frames"]) for s in seeds)
         minutes = ", ".join(f"{trained_s(s) / 60:.0f}" for s in seeds)
         ends = " / ".join(ends_cell(s["eval"]) for s in seeds)
@@ -324,6 +331,13 @@ def train_and_evaluate(
         "numerics": checkpoint["learner"].get("numerics_updates", {}),
         "wall_s": wall_s,  # this invocation, from start-up to the end of training
         "eval": final_eval(checkpoint, args.eval_episodes, run_dir),
+        # The moving average of the policy's weights (--learner.policy-ema-decay) on the same
+        # tracks; `eval` stays the final weights', so that reports compare with and without it.
+        **(
+            {"eval_average": final_eval(checkpoint, args.eval_episodes, run_dir, "average")}
+            if has_average(checkpoint)
+            else {}
+        ),
         "curve": [list(point) for point in curve_points(trace)],
         # Alpha, entropy, Q bias and the learner's rate at each evaluation and at the end: what
         # the run did on the way, kept after its run directory is gone.

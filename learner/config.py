@@ -83,6 +83,9 @@ class LearnerConfig:
     augment_shift: int = 0
     """DrQ random shift in pixels (replicate pad, random crop back to size); 0 = off = the SAC-AE recipe; DrQ uses 4."""
 
+    policy_ema_decay: float = 0.0
+    """Keep an exponential moving average of the policy's weights (trunk, head, MLP), one step per update, in the checkpoints; 0 = off. Actors act with the live weights; `sacae eval --weights average` drives the average (docs/deviations.md 20)."""
+
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "learner.batch_size", self.batch_size, ">= 1")
         require(0.0 < self.gamma <= 1.0, "learner.gamma", self.gamma, "in (0, 1]")
@@ -149,4 +152,10 @@ class LearnerConfig:
             "False with learner.device cpu (CUDA graphs need CUDA)",
         )
         require(self.n_step >= 1, "learner.n_step", self.n_step, ">= 1 (1 = one-step targets)")
+        require(
+            0.0 <= self.policy_ema_decay < 1.0,
+            "learner.policy_ema_decay",
+            self.policy_ema_decay,
+            "in [0, 1) (0 = off; 0.999 averages over about 2,000 updates)",
+        )
         require(self.updates_per_step > 0, "learner.updates_per_step", self.updates_per_step, "> 0")

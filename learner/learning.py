@@ -27,7 +27,7 @@ from learner.graphs import Capture, UpdateGraphs, cuda_capture, cuda_side_stream
 from learner.networks import SacAeNetworks
 from learner.precision import configure_cuda_backends, resolve_numerics
 from learner.transfer import DeviceBatch, HostToDevice
-from learner.weights import PolicyWeights, policy_state
+from learner.weights import PolicyAverage, PolicyWeights, policy_state
 from replay.types import SampledBatch
 
 __all__ = ["DeviceBatch", "SacAeLearner", "pick_device"]
@@ -98,6 +98,10 @@ class SacAeLearner:
         self.nets = SacAeNetworks(self.obs_shape, action_dim, cfg).to(self.device)
         if self.numerics.channels_last:
             self.nets.use_channels_last()
+        # After the layout change: the average starts from the weights as they will be trained.
+        self.policy_average = (
+            PolicyAverage(self.nets.policy, cfg.policy_ema_decay) if cfg.policy_ema_decay else None
+        )
         self.log_alpha = torch.tensor(
             math.log(cfg.init_temperature), device=self.device, requires_grad=True
         )
@@ -198,6 +202,8 @@ class SacAeLearner:
             self._policy_metrics = policy_metrics
         else:
             metrics.update(self._policy_metrics)
+        if self.policy_average is not None:
+            self.policy_average.step()
         self.updates += 1
         return metrics
 
@@ -378,6 +384,8 @@ class SacAeLearner:
             "obs_shape": self.obs_shape,
             "action_dim": self.action_dim,
             "numerics_updates": self.numerics_updates(),
+            # A policy state dict (the keys of `policy.`) or None when learner.policy_ema_decay is 0.
+            "policy_average": None if self.policy_average is None else self.policy_average.state(),
         }
 
     def numerics_updates(self) -> dict[str, int]:
@@ -400,6 +408,8 @@ class SacAeLearner:
             self.log_alpha.copy_(state["log_alpha"].to(self.device))
         for name in ("critic_opt", "policy_opt", "alpha_opt", "encoder_opt", "decoder_opt"):
             getattr(self, name).load_state_dict(state[name])
+        if self.policy_average is not None:
+            self.policy_average.load(state.get("policy_average"))
         if self._graphs is not None:
             self._graphs.reset()  # the optimisers' state tensors were replaced
         self.updates = int(state["updates"])

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from launch import bench_learning
 from launch.bench_learning import (
@@ -20,6 +21,9 @@ from launch.bench_learning import (
     report_name,
     seed_config,
 )
+from launch.evaluate_cli import load_policy
+from launch.evaluate_cli import main as evaluate_main
+from launch.run_dir import load_checkpoint
 
 
 @pytest.mark.slow
@@ -65,12 +69,18 @@ def test_a_lost_report_comes_back_from_the_run_directory_without_training_or_dri
     tmp_path, monkeypatch, capsys
 ):
     argv = [
-        "--preset", "smoke", "--seeds", "0", "--frames", "200", "--serial", "--eval-episodes",
+        "--preset", "smoke", "--seeds", "0", "--frames", "400", "--serial", "--eval-episodes",
         "2", "--name", "lost", "--runs-dir", str(tmp_path / "runs"), "--out-dir",
-        str(tmp_path / "out"), "--", "--run.no-progress-bar",
+        str(tmp_path / "out"), "--", "--run.no-progress-bar", "--learner.policy-ema-decay", "0.9",
     ]  # fmt: skip
     first = main(argv)
     path = tmp_path / "out" / "lost.json"
+    # The average of the policy's weights is driven on the same tracks as the final weights.
+    final, average = first["seeds"]["0"]["eval"], first["seeds"]["0"]["eval_average"]
+    assert len(average["returns"]) == len(final["returns"]) == 2
+    assert (
+        f"[average weights: {eval_cell(average)}]" in (tmp_path / "out" / "README.md").read_text()
+    )
     path.unlink()  # a checkout reverted it, or it was deleted
 
     def refused(*args, **kwargs):
@@ -84,6 +94,7 @@ def test_a_lost_report_comes_back_from_the_run_directory_without_training_or_dri
     assert "seed 0 in" in out and "its budget is spent" in out and "evaluated as it is" in out
     assert "final evaluation read from" in out
     assert again["seeds"]["0"]["eval"] == first["seeds"]["0"]["eval"]
+    assert again["seeds"]["0"]["eval_average"] == average
     assert again["seeds"]["0"]["curve"] == first["seeds"]["0"]["curve"]
     assert json.loads(path.read_text())["seeds"]["0"]["eval"] == first["seeds"]["0"]["eval"]
     # A damaged final_eval.json is evaluated again (and replaced), never trusted.
@@ -93,6 +104,32 @@ def test_a_lost_report_comes_back_from_the_run_directory_without_training_or_dri
     with pytest.raises(AssertionError, match="evaluated again"):
         main(argv)
     assert "final_eval.json is unreadable" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_eval_drives_the_average_of_the_policy_weights_or_says_the_run_kept_none(tmp_path):
+    runs = {}
+    for name, extra in (("plain", []), ("ema", ["--learner.policy-ema-decay", "0.9"])):
+        main([
+            "--preset", "smoke", "--seeds", "0", "--frames", "400", "--serial", "--eval-episodes",
+            "1", "--name", name, "--runs-dir", str(tmp_path / "runs"), "--out-dir",
+            str(tmp_path / "out"), "--", "--run.no-progress-bar", *extra,
+        ])  # fmt: skip
+        runs[name] = tmp_path / "runs" / f"{name}-seed0"
+    checkpoint = load_checkpoint(runs["ema"])
+    policy, _ = load_policy(checkpoint, "average")
+    kept = checkpoint["learner"]["policy_average"]
+    assert all(torch.equal(v, kept[k]) for k, v in policy.state_dict().items())
+    final, _ = load_policy(checkpoint)
+    assert not all(torch.equal(v, kept[k]) for k, v in final.state_dict().items())
+    report = evaluate_main(
+        ["--checkpoint", str(runs["ema"]), "--episodes", "1", "--weights", "average"]
+    )
+    assert report["weights"] == "average"
+    with pytest.raises(SystemExit, match="no average of the policy's weights.*--weights final"):
+        evaluate_main(
+            ["--checkpoint", str(runs["plain"]), "--episodes", "1", "--weights", "average"]
+        )
 
 
 def test_index_gives_the_95_percent_interval_of_the_mean():

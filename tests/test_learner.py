@@ -319,6 +319,53 @@ def test_policy_weights_are_versioned_and_load_into_actor_copy():
     assert sum(a.size for a in w1.state.values()) < total / 2
 
 
+@pytest.mark.parametrize("channels_last", ["off", "on"])
+def test_policy_average_is_the_exponential_average_of_the_live_weights(channels_last):
+    # Channels-last replaces the conv weights' tensors after construction: an average holding the
+    # old storage would silently stop following them.
+    cfg = dataclasses.replace(
+        TINY, policy_ema_decay=0.75, precision="fp32", channels_last=channels_last
+    )
+    learner = SacAeLearner((9, 84, 84), 3, cfg, seed=3)
+    live = learner.nets.policy
+    expected = snapshot(live)  # the average starts at the initial weights
+    for step in range(4):
+        learner.update(make_batch(seed=step))
+        expected = {k: 0.75 * v + 0.25 * live.state_dict()[k] for k, v in expected.items()}
+    average = learner.state_dict()["policy_average"]
+    assert average.keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.allclose(average[name], value, atol=1e-6), name
+    # It is not the live policy (the trunk, head and MLP have all moved since), and the actors'
+    # broadcast stays the live weights: the average never feeds back into what is collected.
+    moved = {k for k, v in average.items() if not torch.allclose(v, live.state_dict()[k])}
+    assert any(k.startswith("encoder.trunk.") for k in moved)  # the shared convs
+    assert any(k.startswith("encoder.fc.") for k in moved)  # the policy's own head
+    assert any(k.startswith("trunk.") for k in moved)  # the policy MLP
+    broadcast = learner.policy_weights().state
+    assert all(np.array_equal(broadcast[k], live.state_dict()[k].numpy()) for k in broadcast)
+    # Off by default: nothing kept, nothing in the state.
+    assert SacAeLearner((9, 84, 84), 3, TINY).state_dict()["policy_average"] is None
+
+
+def test_policy_average_survives_a_resume_and_starts_from_live_weights_without_one():
+    cfg = dataclasses.replace(TINY, policy_ema_decay=0.5)
+    a = SacAeLearner((9, 84, 84), 3, cfg, seed=1)
+    for step in range(3):
+        a.update(make_batch(seed=step))
+    state = copy.deepcopy(a.state_dict())
+    b = SacAeLearner((9, 84, 84), 3, cfg, seed=2)
+    b.load_state_dict(state)
+    restored = b.state_dict()["policy_average"]
+    assert all(torch.equal(restored[k], v) for k, v in state["policy_average"].items())
+    # A checkpoint of a run without the average: it starts from the weights that were loaded.
+    state["policy_average"] = None
+    c = SacAeLearner((9, 84, 84), 3, cfg, seed=2)
+    c.load_state_dict(state)
+    started = c.state_dict()["policy_average"]
+    assert all(torch.equal(started[k], v) for k, v in c.nets.policy.state_dict().items())
+
+
 def test_metrics_are_tensors_with_expected_keys():
     learner = SacAeLearner((9, 84, 84), 3, TINY)
     metrics = learner.update(make_batch())
@@ -345,6 +392,8 @@ def test_metrics_are_tensors_with_expected_keys():
         ("policy_update_every", 0),
         ("target_entropy", float("nan")),
         ("target_entropy", float("-inf")),
+        ("policy_ema_decay", 1.0),
+        ("policy_ema_decay", -0.1),
     ],
 )
 def test_config_errors_name_the_field(field, value):
