@@ -39,9 +39,9 @@ RANDOM_POLICY_RETURN = -55.0
 FINAL_EVAL_SEED = 90_000
 """Root seed of the final evaluation's tracks (the evaluation seed domain, apart from training)."""
 FINAL_EVAL_FILE = "final_eval.json"
+"""A run directory's final evaluation, beside the checkpoint it evaluated."""
 AVERAGE_EVAL_FILE = "final_eval_average.json"
 """The final evaluation of the moving average of the policy's weights, when the run kept one."""
-"""A run directory's final evaluation, beside the checkpoint it evaluated."""
 
 
 @dataclass(frozen=True)
