@@ -6,7 +6,9 @@ For each run directory it drives, on the same fresh stock tracks, the determinis
 checkpoint the run kept (its last three: `launch/run_dir.py:KEEP_CHECKPOINTS`), then one policy
 whose weights are the element-wise mean of theirs: a uniform average over the updates between the
 oldest and the newest, in the spirit of stochastic weight averaging (Izmailov et al. 2018). The
-average is taken in float64 and cast back. Keep `--seed` apart from FINAL_EVAL_SEED (90,000), so
+average is taken in float64 and cast back. A checkpoint that carries the learner's moving average
+of the policy's weights (`--learner.policy-ema-decay`) has that average driven too, on the same
+tracks (`ema` beside the checkpoint's figures). Keep `--seed` apart from FINAL_EVAL_SEED (90,000), so
 that no final evaluation's tracks are used to judge.
 
 Prints one JSON line per run: each checkpoint's env frames and figures, and the average's. The
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 
 from actors.evaluate import evaluate_policy
-from launch.evaluate_cli import load_policy
+from launch.evaluate_cli import has_average, load_policy
 from launch.run_dir import load_checkpoint
 
 FIGURES = ("mean", "std", "min", "max", "tiles_visited_mean", "wrong_way_tracks")
@@ -51,13 +53,16 @@ def drive_run(run: Path, episodes: int, seed: int) -> dict:
         policy, cfg = load_policy(checkpoint)
         policies.append(policy)
         summary = evaluate_policy(policy, cfg.env, episodes, seed=seed).summary()
-        line["checkpoints"].append(
-            {
-                "checkpoint": path.name,
-                "env_frames": checkpoint["counters"].get("env_frames"),
-                **{k: summary[k] for k in FIGURES},
-            }
-        )
+        entry = {
+            "checkpoint": path.name,
+            "env_frames": checkpoint["counters"].get("env_frames"),
+            **{k: summary[k] for k in FIGURES},
+        }
+        if has_average(checkpoint):
+            ema, _ = load_policy(checkpoint, "average")
+            summary = evaluate_policy(ema, cfg.env, episodes, seed=seed).summary()
+            entry["ema"] = {k: summary[k] for k in FIGURES}
+        line["checkpoints"].append(entry)
     policy.load_state_dict(average_state([p.state_dict() for p in policies]))
     summary = evaluate_policy(policy, cfg.env, episodes, seed=seed).summary()
     line["average"] = {k: summary[k] for k in FIGURES}
