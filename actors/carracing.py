@@ -19,6 +19,7 @@ from actors.fast_render import FastCarRacing
 from actors.resize import AreaResize
 from actors.spec import (
     INFO_END_REASON,
+    INFO_SPEED,
     INFO_TILES_VISITED,
     INFO_WRONG_WAY,
     LAP_DONE,
@@ -144,6 +145,7 @@ class CarRacingPipeline:
         self._agent_steps = 0
         self._wrong_way_steps = 0
         self._wrong_way_run = 0
+        self._speed_sum = 0.0
 
     # Pipeline attributes older callers read; the spec is the source.
     @property
@@ -175,6 +177,7 @@ class CarRacingPipeline:
         self._track_xy = np.array([(x, y) for _, _, x, y in self._env.track], np.float64)
         self._track_directions = track_directions(self._track_xy)
         self._agent_steps = self._wrong_way_steps = self._wrong_way_run = 0
+        self._speed_sum = 0.0
         frame = self._frame()
         self._stack[:] = np.tile(frame, (self.cfg.frame_stack, 1, 1))
         return self._stack.copy()
@@ -205,7 +208,7 @@ class CarRacingPipeline:
             self._episode_frames += 1
             reward += float(frame_reward)
             truncated = self._episode_frames >= self._max_episode_frames
-        self._count_wrong_way()
+        self._track_car()
         end_reason = self._end_reason(terminated, truncated, info)
         if end_reason == NO_PROGRESS:
             truncated = True  # bootstraps: it changes what is collected, not the objective
@@ -220,6 +223,7 @@ class CarRacingPipeline:
                 INFO_END_REASON: end_reason,
                 INFO_TILES_VISITED: self._env.tile_visited_count / len(self._env.track),
                 INFO_WRONG_WAY: self._wrong_way_steps / self._agent_steps,
+                INFO_SPEED: self._speed_sum / self._agent_steps,
             }
         self._episode_over = terminated or truncated
         c = self.spec.frame_shape[0]
@@ -227,13 +231,14 @@ class CarRacingPipeline:
         self._stack[-c:] = self._frame()
         return StepResult(self._stack.copy(), reward, terminated, truncated, frames + repeats, info)
 
-    def _count_wrong_way(self) -> None:
-        """Tally the agent step just taken as driven the wrong way or not (`against_the_lap`), and
-        the steps in a row so far."""
+    def _track_car(self) -> None:
+        """Tally the agent step just taken: the car's speed, and whether it drove the wrong way
+        (`against_the_lap`) with the steps in a row so far."""
         hull = self._env.car.hull
         position = np.array(hull.position, np.float64)
         velocity = np.array(hull.linearVelocity, np.float64)
         self._agent_steps += 1
+        self._speed_sum += float(np.hypot(*velocity))
         if against_the_lap(self._track_xy, self._track_directions, position, velocity):
             self._wrong_way_steps += 1
             self._wrong_way_run += 1

@@ -23,7 +23,7 @@ import torch
 
 from actors.config import ActorConfig, EnvConfig
 from actors.env import EnvFactory, make_env
-from actors.spec import EnvSpec, StepResult, end_reason, tiles_visited, wrong_way
+from actors.spec import EnvSpec, StepResult, end_reason, speed, tiles_visited, wrong_way
 from learner.config import LearnerConfig, require
 from learner.networks import build_policy
 from learner.precision import resolve_numerics
@@ -141,6 +141,9 @@ class CollectStats:
     episode_wrong_way: tuple[float, ...] = ()
     """Fraction of each of those episodes' agent steps driven against the lap direction (NaN for
     an env without a track)."""
+    episode_speed: tuple[float, ...] = ()
+    """Each of those episodes' mean speed of the car, Box2D units/s (NaN for an env without a
+    car)."""
     episodes: int = 0
     """Episodes that finished (the totals keep only the last KEPT_EPISODES of the tuples above)."""
     action_sums: tuple[float, ...] = ()
@@ -178,6 +181,7 @@ class CollectStats:
             episode_end_reasons=kept(self.episode_end_reasons, later.episode_end_reasons),
             episode_tiles_visited=kept(self.episode_tiles_visited, later.episode_tiles_visited),
             episode_wrong_way=kept(self.episode_wrong_way, later.episode_wrong_way),
+            episode_speed=kept(self.episode_speed, later.episode_speed),
             episodes=self.episodes + later.episodes,
             action_sums=_add(self.action_sums, later.action_sums),
             gas_brake_overlap_steps=self.gas_brake_overlap_steps + later.gas_brake_overlap_steps,
@@ -209,6 +213,7 @@ class _Counters:
     end_reasons: list[str] = field(default_factory=list)
     tiles_visited: list[float] = field(default_factory=list)
     wrong_way: list[float] = field(default_factory=list)
+    speed: list[float] = field(default_factory=list)
     action_sums: np.ndarray = field(init=False)
     gas_brake_overlap_steps: int = 0
     chunks_sent: int = 0
@@ -365,6 +370,7 @@ class Collector:
             episode_end_reasons=tuple(counters.end_reasons),
             episode_tiles_visited=tuple(counters.tiles_visited),
             episode_wrong_way=tuple(counters.wrong_way),
+            episode_speed=tuple(counters.speed),
             episodes=len(counters.returns),
             action_sums=tuple(counters.action_sums.tolist()),
             gas_brake_overlap_steps=counters.gas_brake_overlap_steps,
@@ -401,6 +407,7 @@ class Collector:
                 counters.end_reasons.append(end_reason(result))
                 counters.tiles_visited.append(tiles_visited(result))
                 counters.wrong_way.append(wrong_way(result))
+                counters.speed.append(speed(result))
                 self._reset(slot, seed=None)
         self._ticks += 1
         self._agent_steps += self.num_envs

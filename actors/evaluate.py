@@ -22,7 +22,7 @@ import torch
 from actors.collector import eval_seeds
 from actors.config import EnvConfig
 from actors.env import EnvFactory, env_spec, make_env
-from actors.spec import EnvPipeline, EnvSpec, end_reason, tiles_visited, wrong_way
+from actors.spec import EnvPipeline, EnvSpec, end_reason, speed, tiles_visited, wrong_way
 from learner.config import LearnerConfig
 from learner.networks import Policy, build_policy
 from learner.weights import PolicyWeights, load_policy_state
@@ -91,16 +91,19 @@ class EvalResult:
     wrong_way_fractions: list[float] = field(default_factory=list)
     """Fraction of each episode's agent steps driven against the lap direction (NaN for an env
     without a track)."""
+    speeds: list[float] = field(default_factory=list)
+    """Each episode's mean speed of the car, Box2D units/s (NaN for an env without a car)."""
     probes: ValueProbes | None = None
     """Value probes, when `evaluate_policy` was given the discount."""
 
     def summary(self) -> dict:
         """The JSON a report keeps: return statistics, how the episodes ended, how much of the
-        track they drove and how much of it the wrong way, with the per-episode lists (in episode
-        order) to read failures from."""
+        track they drove, how much of it the wrong way and how fast, with the per-episode lists (in
+        episode order) to read failures from."""
         returns = np.asarray(self.returns, dtype=float)
         tiles_mean, tiles = _mean_and_list(self.tiles_visited_fractions)
         wrong_way_mean, wrong_way = _mean_and_list(self.wrong_way_fractions)
+        speed_mean, speeds = _mean_and_list(self.speeds, decimals=2)
         return {
             "mean": float(returns.mean()),
             "std": float(returns.std()),
@@ -117,15 +120,19 @@ class EvalResult:
             "wrong_way_tracks": None
             if wrong_way_mean is None
             else sum(w >= WRONG_WAY_TRACK for w in wrong_way if w is not None),
+            "speed_mean": speed_mean,
+            "speed": speeds,
         }
 
 
-def _mean_and_list(fractions: list[float]) -> tuple[float | None, list[float | None]]:
-    """The mean over the episodes that have the fraction, and the rounded per-episode list. NaN
+def _mean_and_list(
+    values: list[float], decimals: int = 4
+) -> tuple[float | None, list[float | None]]:
+    """The mean over the episodes that have the value, and the rounded per-episode list. NaN
     (an env without a track) is not JSON: such episodes get None, and the mean None when all do."""
-    values = np.asarray(fractions, dtype=float)
-    mean = float(np.nanmean(values)) if np.isfinite(values).any() else None
-    return mean, [round(float(v), 4) if np.isfinite(v) else None for v in values]
+    array = np.asarray(values, dtype=float)
+    mean = float(np.nanmean(array)) if np.isfinite(array).any() else None
+    return mean, [round(float(v), decimals) if np.isfinite(v) else None for v in array]
 
 
 def evaluate_policy(
@@ -171,6 +178,7 @@ def evaluate_policy(
         [e.end_reason for e in episodes_run],
         [e.tiles_visited for e in episodes_run],
         [e.wrong_way for e in episodes_run],
+        [e.speed for e in episodes_run],
         _gather_probes(episodes_run) if gamma is not None else None,
     )
 
@@ -182,6 +190,7 @@ class _Episode:
     end_reason: str
     tiles_visited: float
     wrong_way: float
+    speed: float
     probes: tuple | None = None
     """(obs, actions, returns_to_end, tail_discount, end_obs, end_action) of `ValueProbes`."""
 
@@ -214,6 +223,7 @@ def _run_episode(
                 end_reason(result),
                 tiles_visited(result),
                 wrong_way(result),
+                speed(result),
                 probes,
             )
         if gamma is not None and length % PROBE_EVERY_STEPS == 0:

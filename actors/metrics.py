@@ -13,11 +13,11 @@ from actors.spec import END_REASONS, EnvSpec
 
 
 def diagnostic_metrics(window: CollectStats, spec: EnvSpec) -> dict[str, float]:
-    """Tiles visited, driving the wrong way, episode end reasons and action statistics of the
-    window's steps and episodes.
+    """Tiles visited, driving the wrong way, the car's speed, episode end reasons and action
+    statistics of the window's steps and episodes.
 
-    Episode keys appear only when episodes finished in the window (`actors/tiles_visited_fraction`
-    and `actors/wrong_way_fraction` only for an env with a track), action keys only when steps
+    Episode keys appear only when episodes finished in the window (`actors/tiles_visited_fraction`,
+    `actors/wrong_way_fraction` and `actors/speed_mean` only for an env with a track), action keys only when steps
     were taken, gas-brake overlap only for an env with gas and brake.
     """
     row: dict[str, float] = {}
@@ -31,6 +31,9 @@ def diagnostic_metrics(window: CollectStats, spec: EnvSpec) -> dict[str, float]:
     wrong_way = np.asarray(window.episode_wrong_way, np.float64)
     if np.isfinite(wrong_way).any():
         row["actors/wrong_way_fraction"] = float(np.nanmean(wrong_way))
+    speed = np.asarray(window.episode_speed, np.float64)
+    if np.isfinite(speed).any():
+        row["actors/speed_mean"] = float(np.nanmean(speed))
     if window.agent_steps and window.action_sums:
         for name, total in zip(spec.action_names, window.action_sums, strict=True):
             row[f"actors/{name}_mean"] = total / window.agent_steps

@@ -36,6 +36,9 @@ INFO_TILES_VISITED = "tiles_visited_fraction"
 INFO_WRONG_WAY = "wrong_way_fraction"
 """`StepResult.info` key at an episode's last step: the fraction of its agent steps that ended with
 the car moving against the lap direction (CarRacing)."""
+INFO_SPEED = "speed_mean"
+"""`StepResult.info` key at an episode's last step: the car's mean speed in Box2D units/s (the
+HUD's speed bar), taken at the end of each agent step (CarRacing)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class StepResult:
     first step also the frames the pipeline stepped inside reset() (`env.skip_zoom`)."""
     info: dict = field(default_factory=dict)
     """The info dict of the last env frame; at an episode's last step also INFO_END_REASON and,
-    where the env has a track, INFO_TILES_VISITED."""
+    where the env has a track, INFO_TILES_VISITED, INFO_WRONG_WAY and INFO_SPEED."""
 
 
 def end_reason(result: StepResult) -> str:
@@ -150,6 +153,12 @@ def wrong_way(result: StepResult) -> float:
     """The fraction of agent steps driven against the lap direction, from an episode's final step;
     NaN for an env without a track."""
     return float(result.info.get(INFO_WRONG_WAY, np.nan))
+
+
+def speed(result: StepResult) -> float:
+    """The car's mean speed over the episode's agent steps (Box2D units/s), from an episode's final
+    step; NaN for an env without a car."""
+    return float(result.info.get(INFO_SPEED, np.nan))
 
 
 class EnvPipeline(Protocol):

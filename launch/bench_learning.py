@@ -183,9 +183,10 @@ def plot(report: dict, path: Path) -> None:
 
 
 def ends_cell(result: dict) -> str:
-    """How the final eval's tracks ended, how much of them was driven and how much the wrong way,
-    e.g. `lap 31, off 4, time 65; tiles 0.88; wrong way 0.04 (6 tracks)`; `-` for reports
-    written before these were kept (and no wrong-way part for those written before it was)."""
+    """How the final eval's tracks ended, how much of them was driven, how much the wrong way
+    and how fast, e.g. `lap 31, off 4, time 65; tiles 0.88; wrong way 0.04 (6 tracks); speed 52`;
+    `-` for reports written before these were kept (and no wrong-way or speed part for those
+    written before it was)."""
     counts = result.get("end_reason_counts")
     if counts is None:
         return "-"
@@ -196,6 +197,8 @@ def ends_cell(result: dict) -> str:
     wrong_way = result.get("wrong_way_mean")
     if wrong_way is not None:
         cell += f"; wrong way {wrong_way:.2f} ({result['wrong_way_tracks']} tracks)"
+    speed = result.get("speed_mean")
+    cell += f"; speed {speed:.0f}" if speed is not None else ""
     return cell
 
 

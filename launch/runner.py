@@ -185,8 +185,12 @@ class Runner:
         self.curve.append((frames, result.mean_return, result.std_return))
         summary = result.summary()
         track_metrics = {
-            f"eval/{name}_fraction": summary[f"{name}_mean"]
-            for name in ("tiles_visited", "wrong_way")
+            key: summary[f"{name}_mean"]
+            for name, key in (
+                ("tiles_visited", "eval/tiles_visited_fraction"),
+                ("wrong_way", "eval/wrong_way_fraction"),
+                ("speed", "eval/speed_mean"),
+            )
             if summary[f"{name}_mean"] is not None  # an env with a track
         }
         self.logger.write(

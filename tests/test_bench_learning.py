@@ -153,6 +153,10 @@ def test_index_says_how_the_eval_tracks_ended():
         ends_cell({**result, **wrong_way})
         == "lap 31, off 4, time 65; tiles 0.88; wrong way 0.04 (6 tracks)"
     )
+    assert (
+        ends_cell({**result, **wrong_way, "speed_mean": 51.6})
+        == "lap 31, off 4, time 65; tiles 0.88; wrong way 0.04 (6 tracks); speed 52"
+    )
 
 
 def test_a_new_run_never_overwrites_an_earlier_report(tmp_path):

@@ -437,6 +437,8 @@ def test_evaluate_policy_one_episode_with_video(tmp_path):
     assert 0.0 <= summary["wrong_way_mean"] <= 1.0
     assert summary["wrong_way"] == [round(summary["wrong_way_mean"], 4)]
     assert summary["wrong_way_tracks"] == int(summary["wrong_way_mean"] >= WRONG_WAY_TRACK)
+    assert summary["speed_mean"] >= 0.0
+    assert summary["speed"] == [round(summary["speed_mean"], 2)]
 
 
 def test_eval_summary_counts_ends_and_averages_tiles_of_episodes_that_have_them():
@@ -449,6 +451,7 @@ def test_eval_summary_counts_ends_and_averages_tiles_of_episodes_that_have_them(
         end_reasons=[LAP_DONE, LEFT_PLAYFIELD, LAP_DONE],
         tiles_visited_fractions=[1.0, float("nan"), 0.5],
         wrong_way_fractions=[0.0, float("nan"), 0.4],
+        speeds=[61.234, float("nan"), 20.0],
     )
     summary = result.summary()
     assert summary["end_reason_counts"] == {LAP_DONE: 2, LEFT_PLAYFIELD: 1}
@@ -457,10 +460,14 @@ def test_eval_summary_counts_ends_and_averages_tiles_of_episodes_that_have_them(
     assert (summary["min"], summary["max"], summary["returns"][2]) == (-60.5, 900.0, 300.12)
     assert (summary["wrong_way"], summary["wrong_way_mean"]) == ([0.0, None, 0.4], 0.2)
     assert summary["wrong_way_tracks"] == 1  # 0.4 of the last track's steps, over WRONG_WAY_TRACK
+    assert summary["speed"] == [61.23, None, 20.0]
+    assert summary["speed_mean"] == pytest.approx((61.234 + 20.0) / 2)
     no_tiles = dataclasses.replace(result, tiles_visited_fractions=[float("nan")] * 3).summary()
     assert no_tiles["tiles_visited_mean"] is None
     no_track = dataclasses.replace(result, wrong_way_fractions=[float("nan")] * 3).summary()
     assert no_track["wrong_way_mean"] is None and no_track["wrong_way_tracks"] is None
+    no_car = dataclasses.replace(result, speeds=[float("nan")] * 3).summary()
+    assert no_car["speed_mean"] is None and no_car["speed"] == [None] * 3
 
 
 def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
@@ -487,6 +494,8 @@ def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
     assert all(np.isnan(stats.episode_tiles_visited))  # the fake env has no track
     assert len(stats.episode_wrong_way) == stats.episodes
     assert all(np.isnan(stats.episode_wrong_way))
+    assert len(stats.episode_speed) == stats.episodes
+    assert all(np.isnan(stats.episode_speed))
 
     row = diagnostic_metrics(stats, collector.spec)
     assert row["actors/steer_mean"] == pytest.approx(actions[:, 0].mean(), rel=1e-5)
@@ -496,6 +505,7 @@ def test_diagnostics_tally_actions_in_env_units_and_episode_ends():
     assert sum(row[f"actors/end_{r}_fraction"] for r in END_REASONS) == pytest.approx(1.0)
     assert "actors/tiles_visited_fraction" not in row  # no env reported tiles
     assert "actors/wrong_way_fraction" not in row
+    assert "actors/speed_mean" not in row
 
 
 def test_pedal_actions_are_shipped_as_policy_actions_and_tallied_in_env_units():
@@ -527,6 +537,7 @@ def test_merged_keeps_the_last_episodes_and_adds_action_sums():
         episode_end_reasons=("time_limit",) * KEPT_EPISODES,
         episode_tiles_visited=(0.5,) * KEPT_EPISODES,
         episode_wrong_way=(0.0,) * KEPT_EPISODES,
+        episode_speed=(40.0,) * KEPT_EPISODES,
         episodes=KEPT_EPISODES,
         action_sums=(1.0, 2.0, 3.0),
         gas_brake_overlap_steps=1,
@@ -537,6 +548,7 @@ def test_merged_keeps_the_last_episodes_and_adds_action_sums():
         episode_end_reasons=("lap_done",),
         episode_tiles_visited=(1.0,),
         episode_wrong_way=(0.3,),
+        episode_speed=(140.0,),
         episodes=1,
         action_sums=(0.5, 0.5, 0.5),
         gas_brake_overlap_steps=2,
@@ -550,6 +562,8 @@ def test_merged_keeps_the_last_episodes_and_adds_action_sums():
     assert row["actors/tiles_visited_fraction"] == pytest.approx((0.5 * 99 + 1.0) / 100)
     assert len(m.episode_wrong_way) == KEPT_EPISODES
     assert row["actors/wrong_way_fraction"] == pytest.approx(0.3 / 100)
+    assert len(m.episode_speed) == KEPT_EPISODES
+    assert row["actors/speed_mean"] == pytest.approx((40.0 * 99 + 140.0) / 100)
     assert row["actors/steer_mean"] == pytest.approx(1.5 / 5)
     assert diagnostic_metrics(CollectStats(), env_spec(FAKE_ENV)) == {}
 

@@ -30,6 +30,7 @@ from actors.env import env_spec as make_env_spec
 from actors.env import make_env
 from actors.spec import (
     INFO_END_REASON,
+    INFO_SPEED,
     INFO_TILES_VISITED,
     INFO_WRONG_WAY,
     LAP_DONE,
@@ -444,6 +445,28 @@ def test_episode_end_reports_the_share_of_steps_driven_against_the_lap() -> None
         fractions[turned] = results[-1].info[INFO_WRONG_WAY]
     assert fractions[False] == 0.0
     assert fractions[True] > 0.9  # all but the first steps, still below the speed threshold
+
+
+def test_episode_end_reports_the_cars_mean_speed_over_its_agent_steps() -> None:
+    """`INFO_SPEED` is the mean of the hull's speed read after each agent step; a car that never
+    moves reports 0, and more gas drives faster."""
+    cfg = EnvConfig(action_repeat=4, no_progress_steps=20)
+    speeds = {}
+    for gas in (0.0, 0.2, 0.6):
+        env = make_env(cfg)
+        try:
+            env.reset(seed=2)
+            action = np.array([0.0, 2 * gas - 1, -1.0], dtype=np.float32)  # affine onto [0, 1]
+            seen, result = [], None
+            while result is None or not (result.terminated or result.truncated):
+                result = env.step(action)
+                seen.append(float(np.hypot(*env._env.car.hull.linearVelocity)))
+        finally:
+            env.close()
+        assert result.info[INFO_SPEED] == pytest.approx(np.mean(seen), rel=1e-9)
+        speeds[gas] = result.info[INFO_SPEED]
+    assert speeds[0.0] < 0.01  # stood still until the no-progress stop
+    assert 0.0 < speeds[0.2] < speeds[0.6]
 
 
 def test_wrong_way_stop_terminates_after_k_steps_in_a_row_against_the_lap() -> None:

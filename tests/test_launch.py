@@ -391,7 +391,10 @@ def test_an_evaluation_row_carries_the_track_diagnostics_when_the_env_has_a_trac
     runner = Runner(cfg, RunDir.create(cfg), None, spec)
     track = EvalResult(500.0, 300.0, [800.0, 200.0], [250, 250], None, [TIME_LIMIT] * 2)
     track = dataclasses.replace(
-        track, tiles_visited_fractions=[0.9, 0.3], wrong_way_fractions=[0.0, 0.5]
+        track,
+        tiles_visited_fractions=[0.9, 0.3],
+        wrong_way_fractions=[0.0, 0.5],
+        speeds=[60.0, 30.0],
     )
     runner.record_eval(1_000, track)
     runner.record_eval(2_000, EvalResult(-50.0, 0.0, [-50.0], [250], None))  # no track
@@ -400,7 +403,9 @@ def test_an_evaluation_row_carries_the_track_diagnostics_when_the_env_has_a_trac
     with_track, without = [r for r in rows if "eval/return_mean" in r]
     assert with_track["eval/tiles_visited_fraction"] == pytest.approx(0.6)
     assert with_track["eval/wrong_way_fraction"] == pytest.approx(0.25)
-    assert not {"eval/tiles_visited_fraction", "eval/wrong_way_fraction"} & without.keys()
+    assert with_track["eval/speed_mean"] == pytest.approx(45.0)
+    track_keys = {"eval/tiles_visited_fraction", "eval/wrong_way_fraction", "eval/speed_mean"}
+    assert not track_keys & without.keys()
 
 
 def test_the_trace_keeps_the_learner_beside_each_evaluation_and_at_the_end(tmp_path):
