@@ -17,8 +17,8 @@ def diagnostic_metrics(window: CollectStats, spec: EnvSpec) -> dict[str, float]:
     statistics of the window's steps and episodes.
 
     Episode keys appear only when episodes finished in the window (`actors/tiles_visited_fraction`,
-    `actors/wrong_way_fraction` and `actors/speed_mean` only for an env with a track), action keys only when steps
-    were taken, gas-brake overlap only for an env with gas and brake.
+    `actors/wrong_way_fraction` and `actors/speed_mean` only for an env with a track), action
+    keys only when steps were taken, gas-brake overlap only for an env with gas and brake.
     """
     row: dict[str, float] = {}
     reasons = window.episode_end_reasons

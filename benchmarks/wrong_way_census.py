@@ -15,7 +15,8 @@ reproduced).
 Prints one JSON line per seed: the return and wrong-way figures of the 100 tracks, the mean return
 of the wrong-way tracks (at least WRONG_WAY_TRACK of their steps driven against the lap) and of the
 others, `lost_to_wrong_way` (what the mean would gain if the wrong-way tracks scored the others'
-mean), and the others' mean tiles visited and time-limit share (what is left: driving too slowly).
+mean), and the others' mean tiles visited, time-limit share and speed of the car (what is left:
+driving too slowly; a lap inside the time limit needs about 52 units/s, docs/metrics.md).
 
 With `--wrong-way-steps K` it drives the same tracks once more with the training aid of that name
 on (and no other) and says which tracks it would have ended: how many of the wrong-way tracks, and
@@ -75,6 +76,8 @@ def census(recorded: dict, root: Path, tracks: int | None = None, wrong_way_step
         "other_tracks_tiles_mean": float(np.mean(np.asarray(summary["tiles_visited"])[~wrong])),
         "other_tracks_time_limit_fraction": clean_ends.count("time_limit")
         / max(len(clean_ends), 1),
+        "speed_mean": summary["speed_mean"],
+        "other_tracks_speed_mean": float(np.mean(np.asarray(summary["speed"])[~wrong])),
         **(_stops(policy, cfg, episodes, wrong, wrong_way_steps) if wrong_way_steps else {}),
     }
 
