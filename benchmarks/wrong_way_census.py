@@ -16,7 +16,7 @@ Prints one JSON line per seed: the return and wrong-way figures of the 100 track
 of the wrong-way tracks (at least WRONG_WAY_TRACK of their steps driven against the lap) and of the
 others, `lost_to_wrong_way` (what the mean would gain if the wrong-way tracks scored the others'
 mean), and the others' mean tiles visited, time-limit share and speed of the car (what is left:
-driving too slowly; a lap inside the time limit needs about 52 units/s, docs/metrics.md).
+driving too slowly; a lap inside the time limit needs more than 52 units/s, docs/metrics.md).
 
 With `--wrong-way-steps K` it drives the same tracks once more with the training aid of that name
 on (and no other) and says which tracks it would have ended: how many of the wrong-way tracks, and
