@@ -27,7 +27,7 @@ from actors.evaluate import evaluate_policy
 from launch.evaluate_cli import has_average, load_policy
 from launch.run_dir import load_checkpoint
 
-FIGURES = ("mean", "std", "min", "max", "tiles_visited_mean", "wrong_way_tracks")
+FIGURES = ("mean", "std", "min", "max", "tiles_visited_mean", "wrong_way_tracks", "speed_mean")
 
 
 def average_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
