@@ -25,15 +25,15 @@ def diagnostic_metrics(window: CollectStats, spec: EnvSpec) -> dict[str, float]:
     if reasons:
         for reason in END_REASONS:
             row[f"actors/end_{reason}_fraction"] = reasons.count(reason) / len(reasons)
-    tiles = np.asarray(window.episode_tiles_visited, np.float64)
-    if np.isfinite(tiles).any():
-        row["actors/tiles_visited_fraction"] = float(np.nanmean(tiles))
-    wrong_way = np.asarray(window.episode_wrong_way, np.float64)
-    if np.isfinite(wrong_way).any():
-        row["actors/wrong_way_fraction"] = float(np.nanmean(wrong_way))
-    speed = np.asarray(window.episode_speed, np.float64)
-    if np.isfinite(speed).any():
-        row["actors/speed_mean"] = float(np.nanmean(speed))
+    per_episode = (
+        ("actors/tiles_visited_fraction", window.episode_tiles_visited),
+        ("actors/wrong_way_fraction", window.episode_wrong_way),
+        ("actors/speed_mean", window.episode_speed),
+    )
+    for key, values in per_episode:
+        values = np.asarray(values, np.float64)
+        if np.isfinite(values).any():  # NaN: an env without a track
+            row[key] = float(np.nanmean(values))
     if window.agent_steps and window.action_sums:
         for name, total in zip(spec.action_names, window.action_sums, strict=True):
             row[f"actors/{name}_mean"] = total / window.agent_steps
