@@ -117,7 +117,23 @@ class SacAeLearner:
         self._updates_at_load = 0
         self.to_device = HostToDevice(self.device, cfg.batch_size, action_dim, n_step=cfg.n_step)
 
-        critic, policy = self.nets.critic, self.nets.policy
+        self._make_optimisers()
+        # Target parameter lists for the fused soft updates.
+        target, online = self.nets.critic_target, self.nets.critic
+        self._q_pairs = (
+            [*target.q1.parameters(), *target.q2.parameters()],
+            [*online.q1.parameters(), *online.q2.parameters()],
+        )
+        self._enc_pairs = (list(target.encoder.parameters()), list(online.encoder.parameters()))
+        self._policy_metrics: dict[str, torch.Tensor] = {}
+        self._make_forwards()
+        self._graphs: UpdateGraphs | None = None
+        if cfg.cuda_graphs:
+            self.capture_updates()
+
+    def _make_optimisers(self) -> None:
+        """One Adam per loss, with the recipe's learning rates and betas."""
+        cfg, critic, policy = self.cfg, self.nets.critic, self.nets.policy
         trunk_ids = {id(p) for p in critic.encoder.trunk.parameters()}
         # The policy optimiser never holds the shared conv trunk: the policy loss must not move it.
         policy_params = [p for p in policy.parameters() if id(p) not in trunk_ids]
@@ -132,29 +148,20 @@ class SacAeLearner:
             0.9,
             weight_decay=cfg.decoder_weight_decay,
         )
-        # Target parameter lists for the fused soft updates.
-        target, online = self.nets.critic_target, critic
-        self._q_pairs = (
-            [*target.q1.parameters(), *target.q2.parameters()],
-            [*online.q1.parameters(), *online.q2.parameters()],
-        )
-        self._enc_pairs = (list(target.encoder.parameters()), list(online.encoder.parameters()))
-        self._policy_metrics: dict[str, torch.Tensor] = {}
-        # The forward+loss functions; compiled as whole functions so that the direct calls into
-        # submodules (trunk, heads, from_latent) are compiled too. `reconstruct` and the actors'
-        # weights use the eager modules, so they never trigger a recompile.
-        self._trunk = critic.encoder.trunk
+
+    def _make_forwards(self) -> None:
+        """The forward+loss functions; compiled as whole functions so that the direct calls into
+        submodules (trunk, heads, from_latent) are compiled too. `reconstruct` and the actors'
+        weights use the eager modules, so they never trigger a recompile."""
+        self._trunk = self.nets.critic.encoder.trunk
         self._critic_forward = self._critic_loss
         self._policy_forward = self._policy_loss
         self._decoder_forward = self._decoder_loss
-        if cfg.compile:
+        if self.cfg.compile:
             self._trunk = torch.compile(self._trunk)
             self._critic_forward = torch.compile(self._critic_loss)
             self._policy_forward = torch.compile(self._policy_loss)
             self._decoder_forward = torch.compile(self._decoder_loss)
-        self._graphs: UpdateGraphs | None = None
-        if cfg.cuda_graphs:
-            self.capture_updates()
 
     def capture_updates(
         self,

@@ -30,8 +30,10 @@ class StraightforwardLearner(SacAeLearner):
             augment_shift=0,
         )
         super().__init__(obs_shape, action_dim, cfg, seed=seed, device=device)
-        nets = self.nets
-        adam = torch.optim.Adam
+
+    def _make_optimisers(self) -> None:
+        """Per-parameter Adam (no fused or foreach kernels), the authors' betas."""
+        cfg, nets, adam = self.cfg, self.nets, torch.optim.Adam
         self.critic_opt = adam(
             nets.critic.parameters(),
             lr=cfg.critic_lr,
