@@ -132,7 +132,8 @@ class SacAeLearner:
             self.capture_updates()
 
     def _make_optimisers(self) -> None:
-        """One Adam per loss, with the recipe's learning rates and betas."""
+        """The critic, policy and alpha Adams, and the encoder and decoder Adams of the reconstruction
+        step, with the recipe's learning rates and betas."""
         cfg, critic, policy = self.cfg, self.nets.critic, self.nets.policy
         trunk_ids = {id(p) for p in critic.encoder.trunk.parameters()}
         # The policy optimiser never holds the shared conv trunk: the policy loss must not move it.
