@@ -26,7 +26,7 @@ class EnvConfig:
     frame_stack: int = 3
     """Frames stacked into one observation (channels first)."""
     crop: tuple[int, int, int, int] = (0, 84, 6, 90)
-    """Rows top:bottom and cols left:right kept from the frame (CarRacing: 96x96; this drops the HUD)."""
+    """Rows top:bottom and cols left:right kept from the frame (CarRacing: 96x96; this default, the recipe's, drops the HUD, which the CarRacing presets keep)."""
     image_size: int = 0
     """Shrink the cropped frame to image_size x image_size by area averaging (a cheaper learner update); 0 = keep the crop's size (the recipe). Part of the policy's input, so evaluation uses it too."""
     fast_render: bool = True

@@ -26,7 +26,12 @@ def test_presets_are_valid_and_round_trip_through_json(name, tmp_path):
     cfg = PRESETS[name]()
     path = cfg.save(tmp_path)
     assert load_config(path) == cfg
-    assert json.loads(path.read_text())["env"]["crop"] == [0, 84, 6, 90]
+    # The CarRacing presets see the whole frame with its HUD, shrunk to the recipe's 84x84.
+    whole = name in ("carracing", "carracing-cpu")
+    assert json.loads(path.read_text())["env"]["crop"] == (
+        [0, 96, 0, 96] if whole else [0, 84, 6, 90]
+    )
+    assert cfg.env.obs_shape[1:] == (84, 84)
 
 
 def test_sac_ae_preset_is_the_recipe_and_carracing_adds_only_the_measured_aids():
@@ -50,10 +55,16 @@ def test_sac_ae_preset_is_the_recipe_and_carracing_adds_only_the_measured_aids()
     aided = PRESETS["carracing"]()
     assert aided.learner.augment_shift == 4 and aided.learner.n_step == 3
     assert aided.env.no_progress_steps == 50 and aided.env.skip_zoom
+    assert (aided.env.crop, aided.env.image_size) == ((0, 96, 0, 96), 84)
     as_recipe = dataclasses.replace(
         aided,
         env=dataclasses.replace(
-            aided.env, no_progress_steps=0, skip_zoom=False, action_map="affine"
+            aided.env,
+            no_progress_steps=0,
+            skip_zoom=False,
+            action_map="affine",
+            crop=cfg.env.crop,
+            image_size=cfg.env.image_size,
         ),
         learner=dataclasses.replace(aided.learner, augment_shift=0, n_step=1),
     )
