@@ -401,6 +401,25 @@ def differing(ours: dict, theirs: dict, skip: tuple[str, ...]) -> list[str]:
     ]
 
 
+def as_flags(config: dict, fields: list[str], ours: dict) -> str:
+    """The train flags that set `fields` to their values in `config` (a report's), for the fields
+    this code still has (`ours`): what a command adds to train the report's setup again after a
+    preset's default has changed (the report's own command gives the preset of its day)."""
+    flags = []
+    for field in fields:
+        section, key = field.split(".", 1)
+        if key not in ours.get(section, {}) or key not in config.get(section, {}):
+            continue
+        value, flag = config[section][key], f"--{section}.{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--{section}.no-{key.replace('_', '-')}")
+        elif isinstance(value, list):
+            flags.append(" ".join([flag, *map(str, value)]))
+        else:
+            flags.append(f"{flag} {value}")
+    return " ".join(flags)
+
+
 def same_stop(seed_report: dict, theirs: dict, ours: dict) -> bool:
     """Whether a finished seed, trained to the `run` budget `theirs`, is also what `ours` trains:
     the budget that ended it is the same in both and the other one was not reached there. A seed
@@ -450,11 +469,14 @@ def done_seeds(report: dict, path: Path, args: LearningArgs, cfg: TrainConfig, n
     ours, theirs = json.loads(cfg.to_json()), as_read_now(report["config"])
     setup = differing(ours, theirs, skip=BUDGET)
     if report["preset"] != args.preset or report["mode"] != mode or setup:
+        flags = as_flags(theirs, setup, ours) if report["preset"] == args.preset else ""
         raise SystemExit(
             f"error: {path} holds seeds {sorted(report['seeds'])} of {report['preset']} "
             f"({report['mode']}) trained with another setup than this command's {args.preset} "
             f"({mode}); differing: {', '.join(setup) or 'preset or mode'}. Give another --name, "
-            "or the same options as that report's command: " + report["command"]
+            + (f"or add the report's values as overrides: {flags} (after `--`), " if flags else "")
+            + "or the same options as that report's command: "
+            + report["command"]
         )
     done = {int(seed) for seed in report["seeds"]}
     if not differing(ours, theirs, skip=()) or all(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -210,8 +211,12 @@ def test_a_report_keeps_its_seeds_only_for_the_same_setup(tmp_path):
         done_seeds(older, path, args, ours, "r")
     # Another config: refused before anything trains, naming what differs.
     other = smoke_report(args, ["--learner.batch-size", "8"], [0])
-    with pytest.raises(SystemExit, match=r"learner\.batch_size.*another --name"):
+    with pytest.raises(SystemExit, match=r"learner\.batch_size.*another --name") as refused:
         done_seeds(other, path, args, ours, "r")
+    # The flags it offers train the report's setup (what a preset's changed default needs).
+    offered = re.search(r"as overrides: (.*) \(after", str(refused.value.code)).group(1).split()
+    assert offered == ["--learner.batch-size", "8"]
+    assert done_seeds(other, path, args, seed_config(args, offered, 0, tmp_path), "r") == {0}
     with pytest.raises(SystemExit, match="preset or mode"):
         done_seeds({**report, "mode": "serial"}, path, args, ours, "r")
     # Another budget: the seeds are continued from their run directories, or refused without them.
@@ -333,3 +338,20 @@ def test_cpu_preset_learns_carracing_in_50_minutes(tmp_path):
     )  # fmt: skip
     mean = report["seeds"]["0"]["eval"]["mean"]
     assert mean > RANDOM_POLICY_RETURN + 100, f"eval return {mean:.0f} after 50 minutes"
+
+
+def test_a_reports_values_as_flags_train_its_setup_after_a_preset_default_changed():
+    """A report trained before the CarRacing presets kept the HUD: the flags offered in the refusal
+    give back its crop, and a bool and a retired field are rendered or left out as the CLI needs."""
+    from launch.cli import parse_train_args
+
+    ours = json.loads(parse_train_args(["--preset", "carracing-cpu"])[0].to_json())
+    theirs = json.loads(json.dumps(ours))
+    theirs["env"].update(crop=[0, 84, 6, 90], image_size=0, skip_zoom=False, retired_aid=1)
+    fields = bench_learning.differing(ours, theirs, skip=())
+    assert fields == ["env.crop", "env.image_size", "env.retired_aid", "env.skip_zoom"]
+    flags = bench_learning.as_flags(theirs, fields, ours)
+    assert flags == "--env.crop 0 84 6 90 --env.image-size 0 --env.no-skip-zoom"
+    again = json.loads(parse_train_args(["--preset", "carracing-cpu", *flags.split()])[0].to_json())
+    del theirs["env"]["retired_aid"]
+    assert again == theirs
