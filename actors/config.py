@@ -28,7 +28,7 @@ class EnvConfig:
     crop: tuple[int, int, int, int] = (0, 84, 6, 90)
     """Rows top:bottom and cols left:right kept from the frame (CarRacing: 96x96; this default, the recipe's, drops the HUD, which the CarRacing presets keep)."""
     image_size: int = 0
-    """Shrink the cropped frame to image_size x image_size by area averaging (a cheaper learner update); 0 = keep the crop's size (the recipe). Part of the policy's input, so evaluation uses it too."""
+    """Shrink the cropped frame to image_size x image_size by area averaging (a cheaper learner update, or the recipe's 84x84 from the whole frame as in the CarRacing presets); 0 = keep the crop's size (the recipe). Part of the policy's input, so evaluation uses it too."""
     fast_render: bool = True
     """Skip rendering of frames that action repeat drops and render the rest faster (byte-identical)."""
     no_progress_steps: int = 0
