@@ -182,6 +182,11 @@ class CarRacingPipeline:
         self._stack[:] = np.tile(frame, (self.cfg.frame_stack, 1, 1))
         return self._stack.copy()
 
+    def visited_tiles(self) -> np.ndarray:
+        """Which of the track's tiles the car has touched this episode, one bool per tile in lap
+        order (tile 0 at the start line): where a policy skips tiles and where it never got to."""
+        return np.array([tile.road_visited for tile in self._env.road or ()], dtype=bool)
+
     def _skip_zoom(self) -> None:
         """Step ZOOM_FRAMES frames standing still (nothing is rendered in between with fast_render)."""
         for _ in range(ZOOM_FRAMES):

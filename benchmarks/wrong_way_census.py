@@ -17,6 +17,11 @@ of the wrong-way tracks (at least WRONG_WAY_TRACK of their steps driven against 
 others, `lost_to_wrong_way` (what the mean would gain if the wrong-way tracks scored the others'
 mean), and the others' mean tiles visited, time-limit share and speed of the car (what is left:
 driving too slowly; a lap inside the time limit needs more than 52 units/s, docs/metrics.md).
+Of the others that ran into the time limit it also gives the share of the track's tiles skipped
+behind the car (before the farthest tile it touched) and never reached (beyond it). Stock v3 ends
+a lap only when every tile is visited (its 95% rule needs tile 0 to be new, and the car touches
+tile 0 on its first step), so one skipped tile is enough to drive on to the time limit: tiles
+skipped with none left unreached mean the car went round and the clock was not the limit.
 
 With `--wrong-way-steps K` it drives the same tracks once more with the training aid of that name
 on (and no other) and says which tracks it would have ended: how many of the wrong-way tracks, and
@@ -36,7 +41,7 @@ import numpy as np
 from actors.config import EnvConfig
 from actors.env import make_env
 from actors.evaluate import WRONG_WAY_TRACK, evaluate_policy
-from actors.spec import WRONG_WAY, EnvPipeline
+from actors.spec import TIME_LIMIT, WRONG_WAY, EnvPipeline
 from launch.bench_learning import FINAL_EVAL_SEED
 from launch.config import TrainConfig
 from launch.evaluate_cli import load_policy
@@ -51,8 +56,9 @@ def census(recorded: dict, root: Path, tracks: int | None = None, wrong_way_step
     checkpoint = load_checkpoint(root / recorded["checkpoint"])
     policy, cfg = load_policy(checkpoint)
     episodes = tracks or len(recorded["returns"])
+    recorder = _TileRecorder()
     summary = evaluate_policy(
-        policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED
+        policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED, env_factory=recorder
     ).summary()
     expected = recorded["returns"][:episodes]
     if summary["returns"] != expected:
@@ -78,7 +84,63 @@ def census(recorded: dict, root: Path, tracks: int | None = None, wrong_way_step
         / max(len(clean_ends), 1),
         "speed_mean": summary["speed_mean"],
         "other_tracks_speed_mean": float(np.mean(np.asarray(summary["speed"])[~wrong])),
+        **_unvisited(recorder.tracks, summary["end_reasons"], wrong),
         **(_stops(policy, cfg, episodes, wrong, wrong_way_steps) if wrong_way_steps else {}),
+    }
+
+
+class _TileRecorder:
+    """`make_env` for `evaluate_policy`, noting each episode's visited tiles (in lap order) before
+    the next reset or the close wipes them; the pipeline is otherwise untouched."""
+
+    def __init__(self) -> None:
+        self.tracks: list[np.ndarray] = []
+
+    def __call__(self, env_cfg: EnvConfig) -> _Noting:
+        return _Noting(make_env(env_cfg), self.tracks)
+
+
+class _Noting:
+    """A pipeline that appends its episode's visited tiles to `tracks` on reset and close."""
+
+    def __init__(self, pipeline: EnvPipeline, tracks: list[np.ndarray]) -> None:
+        self._pipeline, self._tracks = pipeline, tracks
+
+    def __getattr__(self, name: str):
+        return getattr(self._pipeline, name)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        self._note()
+        return self._pipeline.reset(seed=seed)
+
+    def close(self) -> None:
+        self._note()
+        self._pipeline.close()
+
+    def _note(self) -> None:
+        visited = self._pipeline.visited_tiles()
+        if visited.size:  # none before the first reset
+            self._tracks.append(visited)
+
+
+def _unvisited(tracks: list[np.ndarray], ends: list[str], wrong: np.ndarray) -> dict:
+    """On the tracks that kept to the lap and ended at the time limit: the share of the track's
+    tiles skipped behind the car (before the farthest tile it touched) and never reached (beyond
+    it). Skipped tiles are cut corners or a missed stretch; tiles not reached are the clock."""
+    assert len(tracks) == len(ends), (len(tracks), len(ends))
+    skipped, not_reached = [], []
+    for visited, end, w in zip(tracks, ends, wrong, strict=True):
+        if w or end != TIME_LIMIT:
+            continue
+        farthest = int(np.flatnonzero(visited).max())
+        skipped.append(float(np.sum(~visited[: farthest + 1]) / visited.size))
+        not_reached.append(float((visited.size - 1 - farthest) / visited.size))
+    if not skipped:
+        return {}
+    return {
+        "time_limit_tracks": len(skipped),
+        "time_limit_tiles_skipped_mean": float(np.mean(skipped)),
+        "time_limit_tiles_not_reached_mean": float(np.mean(not_reached)),
     }
 
 
