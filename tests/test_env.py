@@ -368,11 +368,11 @@ def test_no_progress_truncates_after_k_steps_without_a_new_tile() -> None:
                 assert result.truncated and result.info[INFO_END_REASON] == NO_PROGRESS
                 break
         assert tiles > 10 and step > 15  # the count restarted at every tile on the way
-        # The tiles it touched, in lap order: the ones straight ahead of the start, none beyond.
+        # The tiles it touched, in lap order: a run from the start line, nearly without a gap.
         visited = env.visited_tiles()
         assert visited.shape == (len(env._env.track),) and visited.sum() == tiles
         reached = np.flatnonzero(visited).max()
-        assert visited[1 : reached + 1].mean() > 0.8 and not visited[reached + 1 : -5].any()
+        assert visited[0] and reached < tiles + 5 and visited[: reached + 1].mean() > 0.8
     finally:
         env.close()
 
