@@ -56,9 +56,13 @@ def census(recorded: dict, root: Path, tracks: int | None = None, wrong_way_step
     checkpoint = load_checkpoint(root / recorded["checkpoint"])
     policy, cfg = load_policy(checkpoint)
     episodes = tracks or len(recorded["returns"])
-    recorder = _TileRecorder()
+    tracks: list[np.ndarray] = []  # each episode's visited tiles, noted by _Noting
+
+    def noting(env_cfg: EnvConfig) -> _Noting:
+        return _Noting(make_env(env_cfg), tracks)
+
     summary = evaluate_policy(
-        policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED, env_factory=recorder
+        policy, cfg.env.for_evaluation(), episodes, seed=FINAL_EVAL_SEED, env_factory=noting
     ).summary()
     expected = recorded["returns"][:episodes]
     if summary["returns"] != expected:
@@ -84,24 +88,14 @@ def census(recorded: dict, root: Path, tracks: int | None = None, wrong_way_step
         / max(len(clean_ends), 1),
         "speed_mean": summary["speed_mean"],
         "other_tracks_speed_mean": float(np.mean(np.asarray(summary["speed"])[~wrong])),
-        **_unvisited(recorder.tracks, summary["end_reasons"], wrong),
+        **_unvisited(tracks, summary["end_reasons"], wrong),
         **(_stops(policy, cfg, episodes, wrong, wrong_way_steps) if wrong_way_steps else {}),
     }
 
 
-class _TileRecorder:
-    """`make_env` for `evaluate_policy`, noting each episode's visited tiles (in lap order) before
-    the next reset or the close wipes them; the pipeline is otherwise untouched."""
-
-    def __init__(self) -> None:
-        self.tracks: list[np.ndarray] = []
-
-    def __call__(self, env_cfg: EnvConfig) -> _Noting:
-        return _Noting(make_env(env_cfg), self.tracks)
-
-
 class _Noting:
-    """A pipeline that appends its episode's visited tiles to `tracks` on reset and close."""
+    """A pipeline that appends its episode's visited tiles (in lap order) to `tracks` before the
+    next reset or the close wipes them; it is otherwise untouched."""
 
     def __init__(self, pipeline: EnvPipeline, tracks: list[np.ndarray]) -> None:
         self._pipeline, self._tracks = pipeline, tracks
@@ -127,7 +121,6 @@ def _unvisited(tracks: list[np.ndarray], ends: list[str], wrong: np.ndarray) -> 
     """On the tracks that kept to the lap and ended at the time limit: the share of the track's
     tiles skipped behind the car (before the farthest tile it touched) and never reached (beyond
     it). Skipped tiles are cut corners or a missed stretch; tiles not reached are the clock."""
-    assert len(tracks) == len(ends), (len(tracks), len(ends))
     skipped, not_reached = [], []
     for visited, end, w in zip(tracks, ends, wrong, strict=True):
         if w or end != TIME_LIMIT:

@@ -410,9 +410,10 @@ def as_flags(config: dict, fields: list[str], ours: dict) -> str:
         section, key = field.split(".", 1)
         if key not in ours.get(section, {}) or key not in config.get(section, {}):
             continue
-        value, flag = config[section][key], f"--{section}.{key.replace('_', '-')}"
+        value, name = config[section][key], key.replace("_", "-")
+        flag = f"--{section}.{name}"
         if isinstance(value, bool):
-            flags.append(flag if value else f"--{section}.no-{key.replace('_', '-')}")
+            flags.append(flag if value else f"--{section}.no-{name}")
         elif isinstance(value, list):
             flags.append(" ".join([flag, *map(str, value)]))
         else:
